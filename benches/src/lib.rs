@@ -1,0 +1,1 @@
+//! Benchmarks of the estargz crates (see the `benches/` targets and the README).

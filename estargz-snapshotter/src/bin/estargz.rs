@@ -1,0 +1,2 @@
+//! The `estargz` command-line tool.
+fn main() {}

@@ -1,0 +1,4 @@
+//! The filesystem view of a TOC.
+#[derive(Debug)]
+/// Placeholder.
+pub struct Index;

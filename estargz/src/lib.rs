@@ -1,0 +1,46 @@
+//! The eStargz layer format, with no I/O policy of its own.
+//!
+//! eStargz is a container image layer that is still an ordinary `tar.gz` (or `tar.zst`), but
+//! written so that every file's data starts at a known compressed offset and a table of contents
+//! (TOC) at the end lists every entry with per-chunk SHA-256 digests. A reader fetches the
+//! footer, then the TOC, then only the chunks a process actually reads.
+//!
+//! This crate understands the format and nothing else:
+//!
+//! - [`toc`]: the TOC model ([`Toc`], [`TocEntry`], [`EntryType`]), parsed leniently as Go does
+//!   and written back with Go's exact bytes.
+//! - [`footer`]: every footer of the family ([`Footer`]): eStargz, legacy stargz, external TOC,
+//!   and both zstd:chunked layouts.
+//! - [`digest`]: `sha256:` digests ([`Digest`]) and TOC digest verification.
+//! - [`index`]: the filesystem view of a TOC ([`Index`]): normalised paths, implicit parents,
+//!   hardlinks, link counts and chunk lists, stored compactly.
+//! - [`read`]: the positioned-read trait ([`ReadAt`]), the blob [`Reader`] with verified
+//!   random-access file reads, and the sans-I/O [`ReadPlan`] used by async readers.
+//!
+//! It never touches the network, never spawns an async runtime and never panics on input bytes:
+//! every malformed blob, footer or TOC is an [`Error`] that names what was wrong and where.
+//!
+//! ```
+//! use estargz::footer::Footer;
+//!
+//! let footer = Footer::Estargz { toc_offset: 0x1a2b3c };
+//! let bytes = footer.to_bytes();
+//! assert_eq!(bytes.len(), 51);
+//! assert_eq!(Footer::parse(&bytes).unwrap(), footer);
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod digest;
+pub mod error;
+pub mod footer;
+pub mod index;
+pub mod read;
+pub mod toc;
+
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub use footer::Footer;
+pub use index::Index;
+pub use read::{ReadAt, ReadPlan, Reader};
+pub use toc::{EntryType, Toc, TocEntry};

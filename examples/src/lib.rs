@@ -1,0 +1,1 @@
+//! Small programs that show the estargz crates' public APIs (see `src/bin`).
