@@ -1,4 +1,1225 @@
-//! The filesystem view of a TOC.
-#[derive(Debug)]
-/// Placeholder.
-pub struct Index;
+//! The filesystem view of a TOC: what a reader, a FUSE adapter or `ls` sees.
+//!
+//! Built once from a [`Toc`], then the TOC can be dropped. Owns path normalisation (`./`, `/`,
+//! `..` never escape the root), implicit parent directories, duplicate names (the later entry
+//! wins), hardlinks (one node, correct link counts), chunk lists and their compressed ranges.
+//!
+//! Layout is compact on purpose (the Go daemon spends about 1 KiB per entry): one arena of
+//! bytes for names, link targets and xattrs, one `Vec` of fixed-size node records, one of
+//! directory entries sorted by name, one of chunk records. No heap object per entry.
+//!
+//! Node ids are assigned deterministically: the root is [`NodeId::ROOT`], then every surviving
+//! TOC entry in TOC order, then implicit directories in the order they were first needed.
+//!
+//! Deliberate differences from the Go reader (each is a Go quirk, see ESTARGZ-FORMAT.md §6):
+//! - every directory, the root included, has `nlink = 2 + subdirectories` (Go gives an explicit
+//!   root entry `1 + subdirectories`);
+//! - an entry whose parent path names a non-directory (a directory replaced by a later file of
+//!   the same name) is unreachable, as after extracting the layer, instead of being attached to
+//!   the file;
+//! - hardlink chains are followed with a bound, so a cycle is an error instead of a stack
+//!   overflow; gname back-fill uses the gid's own memory (Go used the uid map).
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::toc::{EntryType, Toc, TocEntry};
+
+/// The identifier of a node (file, directory, ...) in an [`Index`]. Stable for a given TOC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u32);
+
+impl NodeId {
+    /// The root directory.
+    pub const ROOT: NodeId = NodeId(0);
+}
+
+/// What kind of filesystem object a node is (a hardlink is the node it points to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeKind {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+    /// A symbolic link.
+    Symlink,
+    /// A character device.
+    CharDevice,
+    /// A block device.
+    BlockDevice,
+    /// A named pipe.
+    Fifo,
+}
+
+impl NodeKind {
+    /// The TOC spelling of this kind (`dir`, `reg`, `symlink`, `char`, `block`, `fifo`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Dir => "dir",
+            NodeKind::File => "reg",
+            NodeKind::Symlink => "symlink",
+            NodeKind::CharDevice => "char",
+            NodeKind::BlockDevice => "block",
+            NodeKind::Fifo => "fifo",
+        }
+    }
+
+    /// The `S_IFMT` bits of this kind.
+    pub fn mode_type_bits(self) -> u32 {
+        match self {
+            NodeKind::Dir => 0o040000,
+            NodeKind::File => 0o100000,
+            NodeKind::Symlink => 0o120000,
+            NodeKind::CharDevice => 0o020000,
+            NodeKind::BlockDevice => 0o060000,
+            NodeKind::Fifo => 0o010000,
+        }
+    }
+}
+
+/// Limits applied while building an index from an untrusted TOC.
+#[derive(Clone, Debug)]
+pub struct IndexOptions {
+    /// Maximum number of TOC entries.
+    pub max_entries: usize,
+    /// Maximum uncompressed size of one chunk (bounds the memory a single read may need).
+    pub max_chunk_size: u64,
+    /// End of the payload region of the blob (e.g. the TOC offset). Every chunk's compressed
+    /// offset must lie before it. `u64::MAX` disables the check.
+    pub payload_end: u64,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        IndexOptions {
+            max_entries: 10_000_000,
+            max_chunk_size: 256 << 20,
+            payload_end: u64::MAX,
+        }
+    }
+}
+
+const FLAG_IMPLICIT: u8 = 1;
+const FLAG_FILE_DIGEST_ONLY: u8 = 2;
+
+/// One packed node record.
+#[derive(Clone, Debug)]
+struct Node {
+    size: u64,
+    mtime: i64,
+    parent: u32,
+    nlink: u32,
+    uid: u32,
+    gid: u32,
+    /// Dir: first dirent; File: first chunk; Symlink: link target arena offset; device: major.
+    a: u32,
+    /// Dir: dirent count; File: chunk count; Symlink: link target length; device: minor.
+    b: u32,
+    /// Index into `xattr_sets`, or `u32::MAX`.
+    xattrs: u32,
+    uname: u32,
+    gname: u32,
+    /// TOC position of the entry, or `u32::MAX` for implicit directories.
+    toc_index: u32,
+    mode: u16,
+    kind: NodeKind,
+    flags: u8,
+}
+
+/// One name in a directory.
+#[derive(Clone, Copy, Debug)]
+struct Dirent {
+    name_off: u32,
+    name_len: u32,
+    node: u32,
+}
+
+/// One chunk of a regular file's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// Offset of this chunk in the file.
+    pub file_offset: u64,
+    /// Uncompressed size of this chunk.
+    pub size: u64,
+    /// Compressed offset of the gzip member / zstd frame where decoding starts.
+    pub blob_offset: u64,
+    /// Uncompressed bytes to skip, after `blob_offset`, before this chunk's data.
+    pub inner_offset: u64,
+    /// End (exclusive) of the compressed bytes that can be needed to decode this chunk.
+    pub blob_end: u64,
+    /// The digest the chunk's bytes must hash to, when the TOC has one.
+    pub digest: Option<Digest>,
+    /// A hole (`chunkType: "zeros"`, containers/storage): all zero bytes, nothing to fetch.
+    pub zeros: bool,
+}
+
+impl Chunk {
+    /// The compressed byte range of the blob to fetch to decode this chunk.
+    pub fn blob_range(&self) -> Range<u64> {
+        self.blob_offset..self.blob_end
+    }
+
+    /// The range of the file this chunk covers.
+    pub fn file_range(&self) -> Range<u64> {
+        self.file_offset..self.file_offset + self.size
+    }
+}
+
+/// Metadata of one node, as a filesystem would report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    /// Kind of object.
+    pub kind: NodeKind,
+    /// Permission and setuid/setgid/sticky bits (`mode & 0o7777`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// File size for regular files, target length for symlinks, 0 otherwise.
+    pub size: u64,
+    /// Modification time in Unix seconds (0 when the TOC has none).
+    pub mtime: i64,
+    /// Link count: 1 + hardlinks for files, 2 + subdirectories for directories.
+    pub nlink: u32,
+    /// Device major number (devices only).
+    pub dev_major: u32,
+    /// Device minor number (devices only).
+    pub dev_minor: u32,
+}
+
+/// The filesystem view of a TOC. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct Index {
+    nodes: Vec<Node>,
+    dirents: Vec<Dirent>,
+    chunks: Vec<Chunk>,
+    /// Names, link targets, xattr names and values, user and group names.
+    arena: Vec<u8>,
+    /// Per node-with-xattrs: (first, count) into `xattrs`.
+    xattr_sets: Vec<(u32, u32)>,
+    /// (name offset, name len, value offset, value len) into `arena`.
+    xattrs: Vec<(u32, u32, u32, u32)>,
+    /// Interned user/group names: (arena offset, len); index 0 is "".
+    owner_names: Vec<(u32, u32)>,
+    toc_entries: usize,
+    landmark: Landmark,
+}
+
+/// Which prefetch landmark the layer has at its root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Landmark {
+    /// `.prefetch.landmark`: everything before `offset` is the prioritised set to prefetch.
+    Prefetch {
+        /// Compressed offset of the landmark's payload.
+        offset: u64,
+    },
+    /// `.no.prefetch.landmark`: nothing to prefetch.
+    NoPrefetch,
+    /// No landmark (legacy or low-level writer output).
+    None,
+}
+
+/// Name of the prefetch landmark file.
+pub const PREFETCH_LANDMARK: &str = ".prefetch.landmark";
+/// Name of the no-prefetch landmark file.
+pub const NO_PREFETCH_LANDMARK: &str = ".no.prefetch.landmark";
+
+/// Normalises a TOC path the way the reference reader does: `"/" + name`, POSIX lexical
+/// cleaning (`.`, `..`, `//`) that never climbs above the root, leading `/` removed.
+///
+/// ```
+/// use estargz::index::clean_path;
+/// assert_eq!(clean_path("./foo/"), "foo");
+/// assert_eq!(clean_path("../../etc/passwd"), "etc/passwd");
+/// assert_eq!(clean_path("bar/../bar///foo"), "bar/foo");
+/// assert_eq!(clean_path("./"), "");
+/// ```
+pub fn clean_path(name: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for comp in name.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join("/")
+}
+
+/// Splits a cleaned path into (parent, base name). The root's parent is itself.
+fn split_parent(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("", path),
+    }
+}
+
+fn to_u32(v: i64, index: usize, e: &TocEntry, field: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| {
+        Error::entry(
+            index,
+            &e.name,
+            format!("{field} {v} is out of range (0..=4294967295)"),
+        )
+    })
+}
+
+fn to_u64(v: i64, index: usize, e: &TocEntry, field: &str) -> Result<u64> {
+    u64::try_from(v).map_err(|_| Error::entry(index, &e.name, format!("{field} {v} is negative")))
+}
+
+fn parse_digest(s: &str, index: usize, e: &TocEntry, field: &str) -> Result<Option<Digest>> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    Digest::parse(s)
+        .map(Some)
+        .map_err(|err| Error::entry(index, &e.name, format!("{field}: {err}")))
+}
+
+struct Builder<'t> {
+    opts: &'t IndexOptions,
+    index: Index,
+    /// cleaned path -> node id
+    paths: HashMap<String, u32>,
+    owner_ids: HashMap<&'t str, u32>,
+}
+
+impl<'t> Builder<'t> {
+    fn push_arena(&mut self, bytes: &[u8]) -> Result<(u32, u32)> {
+        let off = u32::try_from(self.index.arena.len())
+            .map_err(|_| Error::Toc("TOC strings exceed 4 GiB".into()))?;
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| Error::Toc("TOC string exceeds 4 GiB".into()))?;
+        self.index.arena.extend_from_slice(bytes);
+        Ok((off, len))
+    }
+
+    fn intern_owner(&mut self, name: &'t str) -> Result<u32> {
+        if name.is_empty() {
+            return Ok(0);
+        }
+        if let Some(&id) = self.owner_ids.get(name) {
+            return Ok(id);
+        }
+        let r = self.push_arena(name.as_bytes())?;
+        let id = self.index.owner_names.len() as u32;
+        self.index.owner_names.push(r);
+        self.owner_ids.insert(name, id);
+        Ok(id)
+    }
+
+    fn new_dir_node(&mut self, parent: u32, toc_index: u32, implicit: bool) -> u32 {
+        let id = self.index.nodes.len() as u32;
+        self.index.nodes.push(Node {
+            size: 0,
+            mtime: 0,
+            parent,
+            nlink: 2,
+            uid: 0,
+            gid: 0,
+            a: 0,
+            b: 0,
+            xattrs: u32::MAX,
+            uname: 0,
+            gname: 0,
+            toc_index,
+            mode: 0o755,
+            kind: NodeKind::Dir,
+            flags: if implicit { FLAG_IMPLICIT } else { 0 },
+        });
+        id
+    }
+}
+
+impl Index {
+    /// Builds the index of `toc` with default limits.
+    ///
+    /// ```
+    /// use estargz::{Index, Toc, TocEntry, EntryType};
+    ///
+    /// let mut toc = Toc { version: 1, ..Default::default() };
+    /// toc.entries.push(TocEntry { name: "./a/b.txt".into(), entry_type: EntryType::Reg, ..Default::default() });
+    /// let index = Index::new(&toc).unwrap();
+    /// let a = index.lookup("a").unwrap();
+    /// assert!(index.attr(a).kind == estargz::index::NodeKind::Dir);
+    /// assert!(index.lookup("/a/./b.txt").is_some());
+    /// ```
+    pub fn new(toc: &Toc) -> Result<Index> {
+        Index::with_options(toc, &IndexOptions::default())
+    }
+
+    /// Builds the index of `toc`, enforcing `opts`.
+    pub fn with_options(toc: &Toc, opts: &IndexOptions) -> Result<Index> {
+        let entries = &toc.entries;
+        if entries.len() > opts.max_entries {
+            return Err(Error::TooManyEntries {
+                limit: opts.max_entries,
+            });
+        }
+        if entries.len() >= u32::MAX as usize {
+            return Err(Error::TooManyEntries {
+                limit: u32::MAX as usize - 1,
+            });
+        }
+        let mut b = Builder {
+            opts,
+            index: Index {
+                nodes: Vec::new(),
+                dirents: Vec::new(),
+                chunks: Vec::new(),
+                arena: Vec::new(),
+                xattr_sets: Vec::new(),
+                xattrs: Vec::new(),
+                owner_names: vec![(0, 0)],
+                toc_entries: entries.len(),
+                landmark: Landmark::None,
+            },
+            paths: HashMap::with_capacity(entries.len()),
+            owner_ids: HashMap::new(),
+        };
+        // Root, possibly replaced by an explicit root entry below.
+        b.new_dir_node(0, u32::MAX, true);
+        b.paths.insert(String::new(), 0);
+
+        // Pass 0: which TOC entry finally owns each cleaned path (the last one wins).
+        let mut cleaned: Vec<String> = Vec::with_capacity(entries.len());
+        let mut last_owner: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+        for e in entries {
+            cleaned.push(if e.entry_type == EntryType::Chunk {
+                String::new()
+            } else {
+                clean_path(&e.name)
+            });
+        }
+        for (i, e) in entries.iter().enumerate() {
+            if e.entry_type != EntryType::Chunk {
+                last_owner.insert(cleaned[i].as_str(), i);
+            }
+        }
+
+        // Pass 1: nodes and chunks in TOC order.
+        let mut uname_of: HashMap<i64, &str> = HashMap::new();
+        let mut gname_of: HashMap<i64, &str> = HashMap::new();
+        // Per TOC entry: the node it created (u32::MAX for chunks, shadowed and hardlinks).
+        let mut node_of_entry: Vec<u32> = vec![u32::MAX; entries.len()];
+        let mut hardlinks: Vec<usize> = Vec::new();
+        // The file currently receiving `chunk` entries: (node id or MAX if shadowed, entry index).
+        let mut current_file: Option<(u32, usize)> = None;
+        let mut expected_next_chunk: u64 = 0;
+        for (i, e) in entries.iter().enumerate() {
+            if e.entry_type == EntryType::Chunk {
+                let Some((node, reg_index)) = current_file else {
+                    return Err(Error::entry(
+                        i,
+                        &e.name,
+                        "chunk entry without a preceding regular file",
+                    ));
+                };
+                let reg = &entries[reg_index];
+                let chunk = b.make_chunk(i, e, reg, expected_next_chunk)?;
+                expected_next_chunk = chunk.file_offset + chunk.size;
+                b.index.chunks.push(chunk);
+                if node != u32::MAX {
+                    b.index.nodes[node as usize].b += 1;
+                }
+                continue;
+            }
+            // A regular file that did not cover its size with chunks is broken.
+            b.finish_file(entries, current_file.take(), expected_next_chunk)?;
+
+            // Owner name back-fill, as the Go reader does (per id, TOC order).
+            let uname: &str = if e.user_name.is_empty() {
+                uname_of.get(&e.uid).copied().unwrap_or("")
+            } else {
+                uname_of.insert(e.uid, &e.user_name);
+                &e.user_name
+            };
+            let gname: &str = if e.group_name.is_empty() {
+                gname_of.get(&e.gid).copied().unwrap_or("")
+            } else {
+                gname_of.insert(e.gid, &e.group_name);
+                &e.group_name
+            };
+
+            let path = &cleaned[i];
+            let shadowed = last_owner.get(path.as_str()) != Some(&i);
+            if e.entry_type == EntryType::Hardlink {
+                if !shadowed {
+                    hardlinks.push(i);
+                }
+                continue;
+            }
+            if e.entry_type == EntryType::Reg {
+                expected_next_chunk = 0;
+            }
+            if shadowed {
+                if e.entry_type == EntryType::Reg {
+                    // Keep its chunks in the blob layout (for compressed ranges), unreachable.
+                    if e.size > 0 {
+                        let chunk = b.make_chunk(i, e, e, 0)?;
+                        expected_next_chunk = chunk.size;
+                        b.index.chunks.push(chunk);
+                    }
+                    current_file = Some((u32::MAX, i));
+                }
+                continue;
+            }
+            let node = b.make_node(i, e, uname, gname)?;
+            node_of_entry[i] = node;
+            if path.is_empty() {
+                // Explicit root: move its metadata onto node 0.
+                let mut root = b
+                    .index
+                    .nodes
+                    .pop()
+                    .ok_or_else(|| Error::Toc("internal".into()))?;
+                if root.kind != NodeKind::Dir {
+                    return Err(Error::entry(i, &e.name, "the root must be a directory"));
+                }
+                root.parent = 0;
+                root.flags &= !FLAG_IMPLICIT;
+                b.index.nodes[0] = root;
+                node_of_entry[i] = 0;
+            } else {
+                b.paths.insert(path.clone(), node);
+            }
+            if e.entry_type == EntryType::Reg {
+                let n = node_of_entry[i];
+                b.index.nodes[n as usize].a = b.index.chunks.len() as u32;
+                b.index.nodes[n as usize].b = 0;
+                if e.size > 0 {
+                    let chunk = b.make_chunk(i, e, e, 0)?;
+                    expected_next_chunk = chunk.size;
+                    b.index.chunks.push(chunk);
+                    b.index.nodes[n as usize].b = 1;
+                }
+                current_file = Some((n, i));
+            }
+        }
+        b.finish_file(entries, current_file.take(), expected_next_chunk)?;
+
+        // Hardlinks: resolve to the target node (following chains, bounded).
+        let mut link_paths: Vec<(String, u32)> = Vec::with_capacity(hardlinks.len());
+        for &i in &hardlinks {
+            let e = &entries[i];
+            let mut target = clean_path(&e.link_name);
+            let mut hops = 0;
+            let node = loop {
+                if let Some(&n) = b.paths.get(&target) {
+                    break n;
+                }
+                // The target may itself be a hardlink entry.
+                match last_owner.get(target.as_str()) {
+                    Some(&j) if entries[j].entry_type == EntryType::Hardlink => {
+                        hops += 1;
+                        if hops > 64 {
+                            return Err(Error::entry(
+                                i,
+                                &e.name,
+                                format!(
+                                    "hardlink chain to {:?} is a cycle or longer than 64 links",
+                                    e.link_name
+                                ),
+                            ));
+                        }
+                        target = clean_path(&entries[j].link_name);
+                    }
+                    _ => {
+                        return Err(Error::entry(
+                            i,
+                            &e.name,
+                            format!("hardlink target {:?} is not in the layer", e.link_name),
+                        ))
+                    }
+                }
+            };
+            if b.index.nodes[node as usize].kind == NodeKind::Dir {
+                return Err(Error::entry(i, &e.name, "hardlink to a directory"));
+            }
+            link_paths.push((cleaned[i].clone(), node));
+        }
+        for (path, node) in link_paths {
+            if path.is_empty() {
+                return Err(Error::Toc("a hardlink cannot be the root".into()));
+            }
+            b.index.nodes[node as usize].nlink += 1;
+            b.paths.insert(path, node);
+        }
+
+        // Tree: attach every path to its parent, creating implicit directories.
+        let mut all: Vec<(String, u32)> = b.paths.drain().filter(|(p, _)| !p.is_empty()).collect();
+        // Sorted by path so that implicit directories get deterministic ids.
+        all.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        let mut dir_of: HashMap<String, u32> = HashMap::new();
+        dir_of.insert(String::new(), 0);
+        for (p, n) in &all {
+            if b.index.nodes[*n as usize].kind == NodeKind::Dir {
+                dir_of.insert(p.clone(), *n);
+            }
+        }
+        let known: HashMap<&str, u32> = all.iter().map(|(p, n)| (p.as_str(), *n)).collect();
+        // (parent node, name arena range, child node)
+        let mut links: Vec<(u32, u32, u32, u32)> = Vec::with_capacity(all.len());
+        let mut implicit_new: Vec<(String, u32)> = Vec::new();
+        for (p, n) in &all {
+            let (parent_path, base) = split_parent(p);
+            let parent = match b.resolve_dir(parent_path, &known, &mut dir_of, &mut implicit_new)? {
+                Some(d) => d,
+                None => continue, // parent is a non-directory: unreachable, as after extraction
+            };
+            let (off, len) = b.push_arena(base.as_bytes())?;
+            links.push((parent, off, len, *n));
+            if b.index.nodes[*n as usize].kind == NodeKind::Dir {
+                b.index.nodes[*n as usize].parent = parent;
+            }
+        }
+        for (p, n) in &implicit_new {
+            let (parent_path, base) = split_parent(p);
+            let parent = dir_of.get(parent_path).copied().unwrap_or(0);
+            let (off, len) = b.push_arena(base.as_bytes())?;
+            links.push((parent, off, len, *n));
+            b.index.nodes[*n as usize].parent = parent;
+        }
+        links.sort_unstable_by(|x, y| {
+            x.0.cmp(&y.0).then_with(|| {
+                let ax = &b.index.arena[x.1 as usize..(x.1 + x.2) as usize];
+                let ay = &b.index.arena[y.1 as usize..(y.1 + y.2) as usize];
+                ax.cmp(ay)
+            })
+        });
+        b.index.dirents.reserve_exact(links.len());
+        let mut i = 0;
+        while i < links.len() {
+            let parent = links[i].0;
+            let start = b.index.dirents.len() as u32;
+            while i < links.len() && links[i].0 == parent {
+                let (_, off, len, node) = links[i];
+                b.index.dirents.push(Dirent {
+                    name_off: off,
+                    name_len: len,
+                    node,
+                });
+                if b.index.nodes[node as usize].kind == NodeKind::Dir {
+                    b.index.nodes[parent as usize].nlink += 1;
+                }
+                i += 1;
+            }
+            let pn = &mut b.index.nodes[parent as usize];
+            pn.a = start;
+            pn.b = b.index.dirents.len() as u32 - start;
+        }
+        let mut index = b.index;
+        index.compute_blob_ends(opts.payload_end);
+        index.landmark = index.find_landmark();
+        index.nodes.shrink_to_fit();
+        index.chunks.shrink_to_fit();
+        index.arena.shrink_to_fit();
+        Ok(index)
+    }
+
+    fn compute_blob_ends(&mut self, payload_end: u64) {
+        // Walk backwards: the end of a chunk's compressed range is the next member that a
+        // later chunk opened (offset set, no innerOffset), or the end of the payload.
+        let mut last = payload_end;
+        for c in self.chunks.iter_mut().rev() {
+            if c.zeros {
+                continue;
+            }
+            if c.blob_end == 0 {
+                c.blob_end = last.max(c.blob_offset);
+            }
+            if c.blob_offset != 0 && c.inner_offset == 0 {
+                last = c.blob_offset;
+            }
+        }
+    }
+
+    fn find_landmark(&self) -> Landmark {
+        if let Some(n) = self.child(NodeId::ROOT, NO_PREFETCH_LANDMARK.as_bytes()) {
+            if self.attr(n).kind == NodeKind::File {
+                return Landmark::NoPrefetch;
+            }
+        }
+        if let Some(n) = self.child(NodeId::ROOT, PREFETCH_LANDMARK.as_bytes()) {
+            if let Some(c) = self.chunks(n).first() {
+                return Landmark::Prefetch {
+                    offset: c.blob_offset,
+                };
+            }
+        }
+        Landmark::None
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> NodeId {
+        NodeId::ROOT
+    }
+
+    /// Number of nodes (files, directories, ... including implicit directories and the root;
+    /// hardlinks share their target's node).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Number of entries in the TOC this index was built from.
+    pub fn toc_entry_count(&self) -> usize {
+        self.toc_entries
+    }
+
+    /// Every chunk of every regular file in TOC order, including chunks of entries that a later
+    /// entry with the same name shadowed (they are still part of the blob).
+    pub fn all_chunks(&self) -> &[Chunk] {
+        &self.chunks
+    }
+
+    /// The layer's prefetch landmark.
+    pub fn landmark(&self) -> Landmark {
+        self.landmark
+    }
+
+    /// Looks up a path (normalised like TOC names: `./a`, `/a` and `a` are the same).
+    pub fn lookup(&self, path: &str) -> Option<NodeId> {
+        let mut node = NodeId::ROOT;
+        for comp in clean_path(path).split('/').filter(|c| !c.is_empty()) {
+            node = self.child(node, comp.as_bytes())?;
+        }
+        Some(node)
+    }
+
+    /// Looks up `name` in directory `dir`.
+    pub fn child(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
+        let ents = self.dirents_of(dir);
+        ents.binary_search_by(|d| self.name_bytes(d).cmp(name))
+            .ok()
+            .map(|i| NodeId(ents[i].node))
+    }
+
+    fn dirents_of(&self, dir: NodeId) -> &[Dirent] {
+        match self.nodes.get(dir.0 as usize) {
+            Some(n) if n.kind == NodeKind::Dir => self
+                .dirents
+                .get(n.a as usize..(n.a + n.b) as usize)
+                .unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    fn name_bytes(&self, d: &Dirent) -> &[u8] {
+        &self.arena[d.name_off as usize..(d.name_off + d.name_len) as usize]
+    }
+
+    fn arena_str(&self, off: u32, len: u32) -> &str {
+        std::str::from_utf8(&self.arena[off as usize..(off + len) as usize]).unwrap_or("")
+    }
+
+    /// The children of a directory, sorted by name (byte order). Empty for non-directories.
+    pub fn read_dir(&self, dir: NodeId) -> impl Iterator<Item = (&str, NodeId)> + '_ {
+        self.dirents_of(dir)
+            .iter()
+            .map(move |d| (self.arena_str(d.name_off, d.name_len), NodeId(d.node)))
+    }
+
+    /// The parent directory of a directory node (the root is its own parent). For other nodes
+    /// (which hardlinks may place in several directories) the parent is not tracked.
+    pub fn parent(&self, dir: NodeId) -> NodeId {
+        NodeId(
+            self.nodes
+                .get(dir.0 as usize)
+                .map(|n| n.parent)
+                .unwrap_or(0),
+        )
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        // Node ids only come from this index; an out-of-range id is a caller bug, and the
+        // root is a safe answer that cannot expose data.
+        self.nodes.get(id.0 as usize).unwrap_or(&self.nodes[0])
+    }
+
+    /// The node's metadata.
+    pub fn attr(&self, id: NodeId) -> Attr {
+        let n = self.node(id);
+        let (dev_major, dev_minor) = match n.kind {
+            NodeKind::CharDevice | NodeKind::BlockDevice => (n.a, n.b),
+            _ => (0, 0),
+        };
+        Attr {
+            kind: n.kind,
+            mode: u32::from(n.mode),
+            uid: n.uid,
+            gid: n.gid,
+            size: match n.kind {
+                NodeKind::File => n.size,
+                NodeKind::Symlink => u64::from(n.b),
+                _ => 0,
+            },
+            mtime: n.mtime,
+            nlink: n.nlink.max(1),
+            dev_major,
+            dev_minor,
+        }
+    }
+
+    /// True for directories the TOC did not list but that were needed as parents.
+    pub fn is_implicit(&self, id: NodeId) -> bool {
+        self.node(id).flags & FLAG_IMPLICIT != 0
+    }
+
+    /// True when this file's chunks are verified against the whole-file `digest` because the
+    /// TOC has no `chunkDigest` (legacy stargz).
+    pub fn uses_file_digest(&self, id: NodeId) -> bool {
+        self.node(id).flags & FLAG_FILE_DIGEST_ONLY != 0
+    }
+
+    /// The position in the TOC of the entry that defines this node (`None` for implicit dirs).
+    pub fn toc_index(&self, id: NodeId) -> Option<usize> {
+        let t = self.node(id).toc_index;
+        (t != u32::MAX).then_some(t as usize)
+    }
+
+    /// A symlink's target, verbatim.
+    pub fn link_target(&self, id: NodeId) -> Option<&str> {
+        let n = self.node(id);
+        (n.kind == NodeKind::Symlink).then(|| self.arena_str(n.a, n.b))
+    }
+
+    /// The owner's user and group names (after the reference back-fill), possibly empty.
+    pub fn owner_names(&self, id: NodeId) -> (&str, &str) {
+        let n = self.node(id);
+        let get = |i: u32| {
+            self.owner_names
+                .get(i as usize)
+                .map(|&(o, l)| self.arena_str(o, l))
+                .unwrap_or("")
+        };
+        (get(n.uname), get(n.gname))
+    }
+
+    /// The node's extended attributes, sorted by name.
+    pub fn xattrs(&self, id: NodeId) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        let n = self.node(id);
+        let range = self
+            .xattr_sets
+            .get(n.xattrs as usize)
+            .map(|&(s, c)| s as usize..(s + c) as usize)
+            .unwrap_or(0..0);
+        self.xattrs[range].iter().map(move |&(no, nl, vo, vl)| {
+            (
+                self.arena_str(no, nl),
+                &self.arena[vo as usize..(vo + vl) as usize],
+            )
+        })
+    }
+
+    /// A regular file's chunks, sorted by file offset, covering `[0, size)`.
+    pub fn chunks(&self, id: NodeId) -> &[Chunk] {
+        let n = self.node(id);
+        if n.kind != NodeKind::File {
+            return &[];
+        }
+        self.chunks
+            .get(n.a as usize..(n.a + n.b) as usize)
+            .unwrap_or(&[])
+    }
+
+    /// Walks the tree depth-first in name order, calling `f(path, node)` for every path
+    /// (hardlinked nodes are visited once per name). The root is visited first with path "".
+    pub fn walk(&self, mut f: impl FnMut(&str, NodeId)) {
+        let mut path = String::new();
+        f("", NodeId::ROOT);
+        self.walk_dir(NodeId::ROOT, &mut path, &mut f);
+    }
+
+    fn walk_dir(&self, dir: NodeId, path: &mut String, f: &mut impl FnMut(&str, NodeId)) {
+        for (name, child) in self.read_dir(dir) {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(name);
+            f(path, child);
+            if self.node(child).kind == NodeKind::Dir && child != dir {
+                self.walk_dir(child, path, f);
+            }
+            path.truncate(len);
+        }
+    }
+
+    /// Approximate heap memory used by the index, in bytes.
+    pub fn heap_size(&self) -> usize {
+        use std::mem::size_of;
+        self.nodes.capacity() * size_of::<Node>()
+            + self.dirents.capacity() * size_of::<Dirent>()
+            + self.chunks.capacity() * size_of::<Chunk>()
+            + self.arena.capacity()
+            + self.xattr_sets.capacity() * 8
+            + self.xattrs.capacity() * 16
+            + self.owner_names.capacity() * 8
+    }
+}
+
+impl<'t> Builder<'t> {
+    /// Resolves (creating implicit directories as needed) the directory at `path`.
+    /// `None` when a component names a non-directory.
+    fn resolve_dir(
+        &mut self,
+        path: &str,
+        known: &HashMap<&str, u32>,
+        dir_of: &mut HashMap<String, u32>,
+        implicit_new: &mut Vec<(String, u32)>,
+    ) -> Result<Option<u32>> {
+        if let Some(&d) = dir_of.get(path) {
+            return Ok(Some(d));
+        }
+        if known.contains_key(path) {
+            return Ok(None); // exists, not a directory
+        }
+        let (parent_path, _) = split_parent(path);
+        let Some(parent) = self.resolve_dir(parent_path, known, dir_of, implicit_new)? else {
+            return Ok(None);
+        };
+        let id = self.new_dir_node(parent, u32::MAX, true);
+        dir_of.insert(path.to_owned(), id);
+        implicit_new.push((path.to_owned(), id));
+        Ok(Some(id))
+    }
+
+    fn make_node(
+        &mut self,
+        i: usize,
+        e: &'t TocEntry,
+        uname: &'t str,
+        gname: &'t str,
+    ) -> Result<u32> {
+        let kind = match e.entry_type {
+            EntryType::Dir => NodeKind::Dir,
+            EntryType::Reg => NodeKind::File,
+            EntryType::Symlink => NodeKind::Symlink,
+            EntryType::Char => NodeKind::CharDevice,
+            EntryType::Block => NodeKind::BlockDevice,
+            EntryType::Fifo => NodeKind::Fifo,
+            EntryType::Hardlink | EntryType::Chunk => {
+                return Err(Error::entry(i, &e.name, "internal: not a node type"))
+            }
+        };
+        let uid = to_u32(e.uid, i, e, "uid")?;
+        let gid = to_u32(e.gid, i, e, "gid")?;
+        let size = match kind {
+            NodeKind::File => to_u64(e.size, i, e, "size")?,
+            _ => 0,
+        };
+        let (a, b) = match kind {
+            NodeKind::Symlink => self.push_arena(e.link_name.as_bytes())?,
+            NodeKind::CharDevice | NodeKind::BlockDevice => (
+                to_u32(e.dev_major, i, e, "devMajor")?,
+                to_u32(e.dev_minor, i, e, "devMinor")?,
+            ),
+            _ => (0, 0),
+        };
+        let xattrs = if e.xattrs.is_empty() {
+            u32::MAX
+        } else {
+            let first = self.index.xattrs.len() as u32;
+            for (k, v) in &e.xattrs {
+                let (no, nl) = self.push_arena(k.as_bytes())?;
+                let (vo, vl) = self.push_arena(v)?;
+                self.index.xattrs.push((no, nl, vo, vl));
+            }
+            self.index.xattr_sets.push((first, e.xattrs.len() as u32));
+            self.index.xattr_sets.len() as u32 - 1
+        };
+        let uname = self.intern_owner(uname)?;
+        let gname = self.intern_owner(gname)?;
+        let id = self.index.nodes.len() as u32;
+        self.index.nodes.push(Node {
+            size,
+            mtime: e.mtime().unwrap_or(0),
+            parent: 0,
+            nlink: if kind == NodeKind::Dir { 2 } else { 1 },
+            uid,
+            gid,
+            a,
+            b,
+            xattrs,
+            uname,
+            gname,
+            toc_index: i as u32,
+            mode: (e.mode & 0o7777) as u16,
+            kind,
+            flags: 0,
+        });
+        Ok(id)
+    }
+
+    /// Checks one data entry (the `reg` itself or a `chunk`) and makes its chunk record.
+    fn make_chunk(
+        &mut self,
+        i: usize,
+        e: &TocEntry,
+        reg: &TocEntry,
+        expected_offset: u64,
+    ) -> Result<Chunk> {
+        let file_size = to_u64(reg.size, i, e, "size")?;
+        let file_offset = to_u64(e.chunk_offset, i, e, "chunkOffset")?;
+        if file_offset != expected_offset {
+            return Err(Error::entry(
+                i,
+                &e.name,
+                format!("chunkOffset {file_offset} does not follow the previous chunk, which ended at {expected_offset}"),
+            ));
+        }
+        if file_offset >= file_size {
+            return Err(Error::entry(
+                i,
+                &e.name,
+                format!("chunkOffset {file_offset} is not below the file size {file_size}"),
+            ));
+        }
+        let mut size = to_u64(e.chunk_size, i, e, "chunkSize")?;
+        if size == 0 {
+            size = file_size - file_offset;
+        }
+        if size > file_size - file_offset {
+            return Err(Error::entry(
+                i,
+                &e.name,
+                format!("chunk {file_offset}+{size} runs past the file size {file_size}"),
+            ));
+        }
+        if size > self.opts.max_chunk_size {
+            return Err(Error::entry(
+                i,
+                &e.name,
+                format!(
+                    "chunk of {size} bytes exceeds the limit of {} bytes",
+                    self.opts.max_chunk_size
+                ),
+            ));
+        }
+        let zeros = e.chunk_type == "zeros";
+        if !e.chunk_type.is_empty() && !zeros {
+            return Err(Error::entry(
+                i,
+                &e.name,
+                format!("unknown chunkType {:?}", e.chunk_type),
+            ));
+        }
+        let blob_offset = to_u64(e.offset, i, e, "offset")?;
+        let inner_offset = to_u64(e.inner_offset, i, e, "innerOffset")?;
+        if !zeros && blob_offset >= self.opts.payload_end {
+            return Err(Error::entry(
+                i,
+                &e.name,
+                format!(
+                    "offset {blob_offset} is not inside the payload (which ends at {})",
+                    self.opts.payload_end
+                ),
+            ));
+        }
+        let blob_end = match to_u64(e.end_offset, i, e, "endOffset")? {
+            0 => 0,
+            end if end <= blob_offset || end > self.opts.payload_end => {
+                return Err(Error::entry(
+                    i,
+                    &e.name,
+                    format!(
+                        "endOffset {end} is not between offset {blob_offset} and the payload end"
+                    ),
+                ))
+            }
+            end => end,
+        };
+        let mut digest = parse_digest(&e.chunk_digest, i, e, "chunkDigest")?;
+        if digest.is_none()
+            && file_offset == 0
+            && size == file_size
+            && e.entry_type == EntryType::Reg
+        {
+            // Legacy stargz: a single-chunk file is verified by its whole-file digest.
+            digest = parse_digest(&e.digest, i, e, "digest")?;
+        }
+        Ok(Chunk {
+            file_offset,
+            size,
+            blob_offset,
+            inner_offset,
+            blob_end,
+            digest,
+            zeros,
+        })
+    }
+
+    fn finish_file(
+        &mut self,
+        entries: &[TocEntry],
+        file: Option<(u32, usize)>,
+        covered: u64,
+    ) -> Result<()> {
+        let Some((node, i)) = file else { return Ok(()) };
+        let e = &entries[i];
+        let size = to_u64(e.size, i, e, "size")?;
+        if covered != size {
+            return Err(Error::entry(
+                i,
+                &e.name,
+                format!("chunks cover {covered} of the file's {size} bytes"),
+            ));
+        }
+        if node != u32::MAX {
+            let n = &self.index.nodes[node as usize];
+            let chunks = &self.index.chunks[n.a as usize..(n.a + n.b) as usize];
+            if chunks.len() == 1 && e.chunk_digest.is_empty() && !e.digest.is_empty() {
+                self.index.nodes[node as usize].flags |= FLAG_FILE_DIGEST_ONLY;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, t: EntryType) -> TocEntry {
+        TocEntry {
+            name: name.into(),
+            entry_type: t,
+            ..Default::default()
+        }
+    }
+
+    fn toc(entries: Vec<TocEntry>) -> Toc {
+        Toc {
+            version: 1,
+            entries,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn clean_path_matches_go() {
+        for (i, o) in [
+            ("./foo/", "foo"),
+            ("/foo", "foo"),
+            ("../foo", "foo"),
+            ("bar/../bar///foo", "bar/foo"),
+            ("./", ""),
+            ("/", ""),
+            (".", ""),
+            ("", ""),
+            ("a/b/../../..", ""),
+            ("a/./b/.", "a/b"),
+        ] {
+            assert_eq!(clean_path(i), o, "{i:?}");
+        }
+    }
+
+    #[test]
+    fn link_counts() {
+        let mut f = entry("foo/file", EntryType::Reg);
+        f.size = 0;
+        let mut h1 = entry("foo/h1", EntryType::Hardlink);
+        h1.link_name = "./foo/file".into();
+        let mut h2 = entry("h2", EntryType::Hardlink);
+        h2.link_name = "foo/h1".into();
+        let idx = Index::new(&toc(vec![
+            entry("bar/", EntryType::Dir),
+            entry("foo/", EntryType::Dir),
+            entry("foo/bar/", EntryType::Dir),
+            f,
+            h1,
+            h2,
+        ]))
+        .unwrap();
+        assert_eq!(idx.attr(idx.lookup("bar").unwrap()).nlink, 2);
+        assert_eq!(idx.attr(idx.lookup("foo").unwrap()).nlink, 3);
+        let file = idx.lookup("foo/file").unwrap();
+        assert_eq!(idx.attr(file).nlink, 3);
+        assert_eq!(idx.lookup("h2"), Some(file));
+        assert_eq!(idx.lookup("foo/h1"), Some(file));
+        assert_eq!(idx.attr(NodeId::ROOT).nlink, 4);
+    }
+
+    #[test]
+    fn hardlink_cycle_and_missing_target_are_errors() {
+        let mut a = entry("a", EntryType::Hardlink);
+        a.link_name = "b".into();
+        let mut b = entry("b", EntryType::Hardlink);
+        b.link_name = "a".into();
+        let err = Index::new(&toc(vec![a, b])).unwrap_err().to_string();
+        assert!(err.contains("cycle"), "{err}");
+        let mut c = entry("c", EntryType::Hardlink);
+        c.link_name = "missing".into();
+        let err = Index::new(&toc(vec![c])).unwrap_err().to_string();
+        assert!(err.contains("not in the layer"), "{err}");
+    }
+
+    #[test]
+    fn chunk_first_is_error() {
+        let mut c = entry("x", EntryType::Chunk);
+        c.offset = 10;
+        assert!(Index::new(&toc(vec![c])).is_err());
+    }
+
+    #[test]
+    fn chunks_must_cover_the_file() {
+        let mut r = entry("f", EntryType::Reg);
+        r.size = 10;
+        r.offset = 1;
+        r.chunk_size = 4;
+        let mut c = entry("f", EntryType::Chunk);
+        c.offset = 2;
+        c.chunk_offset = 5; // gap
+        assert!(Index::new(&toc(vec![r.clone(), c.clone()])).is_err());
+        c.chunk_offset = 4;
+        let idx = Index::new(&toc(vec![r, c])).unwrap();
+        let f = idx.lookup("f").unwrap();
+        let ch = idx.chunks(f);
+        assert_eq!(ch.len(), 2);
+        assert_eq!(ch[1].size, 6);
+        assert_eq!(ch[0].blob_end, 2);
+    }
+
+    #[test]
+    fn explicit_root_and_implicit_dirs() {
+        let mut root = entry("./", EntryType::Dir);
+        root.mode = 0o700;
+        let idx = Index::new(&toc(vec![root, entry("a/b/c", EntryType::Reg)])).unwrap();
+        assert_eq!(idx.attr(NodeId::ROOT).mode, 0o700);
+        let a = idx.lookup("a").unwrap();
+        assert!(idx.is_implicit(a));
+        assert_eq!(idx.attr(a).mode, 0o755);
+        assert_eq!(idx.attr(a).nlink, 3);
+        assert_eq!(idx.parent(idx.lookup("a/b").unwrap()), a);
+    }
+
+    #[test]
+    fn dir_replaced_by_file_hides_children() {
+        let mut inner = entry("thing/inner.txt", EntryType::Reg);
+        inner.size = 0;
+        let idx = Index::new(&toc(vec![
+            entry("thing/", EntryType::Dir),
+            inner,
+            entry("thing", EntryType::Reg),
+        ]))
+        .unwrap();
+        assert_eq!(idx.attr(idx.lookup("thing").unwrap()).kind, NodeKind::File);
+        assert_eq!(idx.lookup("thing/inner.txt"), None);
+    }
+
+    #[test]
+    fn negative_values_are_errors() {
+        let mut r = entry("f", EntryType::Reg);
+        r.size = -1;
+        assert!(Index::new(&toc(vec![r])).is_err());
+        let mut d = entry("d", EntryType::Dir);
+        d.uid = -5;
+        assert!(Index::new(&toc(vec![d])).is_err());
+    }
+}

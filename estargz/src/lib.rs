@@ -14,8 +14,10 @@
 //! - [`digest`]: `sha256:` digests ([`Digest`]) and TOC digest verification.
 //! - [`index`]: the filesystem view of a TOC ([`Index`]): normalised paths, implicit parents,
 //!   hardlinks, link counts and chunk lists, stored compactly.
-//! - [`read`]: the positioned-read trait ([`ReadAt`]), the blob [`Reader`] with verified
-//!   random-access file reads, and the sans-I/O [`ReadPlan`] used by async readers.
+//! - [`plan`]: the sans-I/O steps of reading (which ranges to fetch, decoding the TOC,
+//!   [`ReadPlan`], verified chunk decoding), shared by the sync and async readers.
+//! - [`read`]: the positioned-read trait ([`ReadAt`]) and the blob [`Reader`] with verified
+//!   random-access file reads.
 //!
 //! It never touches the network, never spawns an async runtime and never panics on input bytes:
 //! every malformed blob, footer or TOC is an [`Error`] that names what was wrong and where.
@@ -35,6 +37,7 @@ pub mod digest;
 pub mod error;
 pub mod footer;
 pub mod index;
+pub mod plan;
 pub mod read;
 pub mod toc;
 
@@ -42,5 +45,6 @@ pub use digest::Digest;
 pub use error::{Error, Result};
 pub use footer::Footer;
 pub use index::Index;
-pub use read::{ReadAt, ReadPlan, Reader};
+pub use plan::{OpenOptions, ReadPlan};
+pub use read::{ReadAt, Reader};
 pub use toc::{EntryType, Toc, TocEntry};

@@ -1,0 +1,91 @@
+//! The `estargz` command line: argument parsing and dispatch.
+//!
+//! Every subcommand has its own module. Commands and flags are a stable interface: scripts
+//! depend on them. Errors go to stderr as `estargz: error: ...`; the exit status is 0 on
+//! success, 1 on any failure (including a failed verification) and 2 on a usage error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod inspect;
+
+/// Inspect, read, verify and build eStargz / zstd:chunked container image layers.
+#[derive(Debug, Parser)]
+#[command(name = "estargz", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show a blob's format, TOC location and digest, entry counts and prefetch landmark.
+    Info(inspect::InfoArgs),
+    /// List every entry of the blob's normalised file tree, one per line.
+    Ls(inspect::LsArgs),
+    /// Write a file's bytes to stdout; every chunk is verified before it is written.
+    Cat(inspect::CatArgs),
+    /// Check the TOC digest (when given) and every chunk of every file; exit 0 only if all hold.
+    Verify(inspect::VerifyArgs),
+    /// Print the raw TOC JSON, exactly as stored.
+    Toc(inspect::TocArgs),
+}
+
+/// How to open a blob: shared by every read command.
+#[derive(Debug, Args)]
+pub struct BlobArgs {
+    /// The blob: a local file path.
+    #[arg(value_name = "BLOB")]
+    pub blob: PathBuf,
+    /// The TOC blob of a layer with an external TOC (`gzip(tar(stargz.index.json))`).
+    #[arg(long, value_name = "FILE")]
+    pub toc: Option<PathBuf>,
+    /// Refuse the blob unless its TOC hashes to this digest (`sha256:<hex>`), as the
+    /// `containerd.io/snapshot/stargz/toc.digest` annotation says.
+    #[arg(long, value_name = "DIGEST")]
+    pub toc_digest: Option<String>,
+    /// Do not verify chunk digests. Only for legacy stargz blobs, which have none.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+impl BlobArgs {
+    /// Opens the blob as these arguments say.
+    pub fn open(&self) -> Result<estargz::Reader<std::fs::File>, String> {
+        let file = std::fs::File::open(&self.blob)
+            .map_err(|e| format!("cannot open {}: {e}", self.blob.display()))?;
+        let mut opts = estargz::OpenOptions::default();
+        if let Some(d) = &self.toc_digest {
+            opts.expected_toc_digest =
+                Some(estargz::Digest::parse(d).map_err(|e| format!("--toc-digest: {e}"))?);
+        }
+        if let Some(toc) = &self.toc {
+            opts.external_toc = Some(
+                std::fs::read(toc).map_err(|e| format!("cannot read {}: {e}", toc.display()))?,
+            );
+        }
+        opts.verify_chunks = !self.no_verify;
+        estargz::Reader::open_with(file, opts).map_err(|e| format!("{}: {e}", self.blob.display()))
+    }
+}
+
+/// Runs the command line of this process and returns its exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(a) => inspect::info(&a),
+        Command::Ls(a) => inspect::ls(&a),
+        Command::Cat(a) => inspect::cat(&a),
+        Command::Verify(a) => inspect::verify(&a),
+        Command::Toc(a) => inspect::toc(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("estargz: error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
