@@ -37,13 +37,16 @@ impl Digest {
             value: s.to_owned(),
             reason,
         };
-        let hex_part = s
-            .strip_prefix("sha256:")
-            .ok_or_else(|| invalid("only sha256 digests are supported (expected \"sha256:\" prefix)"))?;
+        let hex_part = s.strip_prefix("sha256:").ok_or_else(|| {
+            invalid("only sha256 digests are supported (expected \"sha256:\" prefix)")
+        })?;
         if hex_part.len() != 64 {
             return Err(invalid("expected 64 hex digits after \"sha256:\""));
         }
-        if !hex_part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if !hex_part
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(invalid("hex digits must be lowercase 0-9a-f"));
         }
         let mut out = [0u8; 32];

@@ -57,7 +57,9 @@ pub enum Error {
     },
 
     /// The TOC has more entries than the configured limit.
-    #[error("TOC has more than {limit} entries (raise the limit in OpenOptions if the blob is trusted)")]
+    #[error(
+        "TOC has more than {limit} entries (raise the limit in OpenOptions if the blob is trusted)"
+    )]
     TooManyEntries {
         /// The configured limit.
         limit: usize,
