@@ -188,7 +188,7 @@ fn a_tampered_chunk_fails_cat_and_verify_naming_the_file_and_chunk() {
     let node = reader.index().lookup("sizes/4mib+1").expect("file");
     let chunk = reader.index().chunks(node)[3];
     // Flip a byte in the middle of the chunk's deflate data.
-    let mid = (chunk.blob_offset + (chunk.blob_end - chunk.blob_offset) / 2) as usize;
+    let mid = (chunk.blob_offset() + (chunk.blob_end() - chunk.blob_offset()) / 2) as usize;
     bytes[mid] ^= 0x55;
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.esgz");
@@ -199,12 +199,12 @@ fn a_tampered_chunk_fails_cat_and_verify_naming_the_file_and_chunk() {
     let err = stderr(&o);
     assert!(err.contains("sizes/4mib+1"), "{err}");
     assert!(
-        err.contains(&format!("file offset {}", chunk.file_offset)),
+        err.contains(&format!("file offset {}", chunk.file_offset())),
         "{err}"
     );
     // No byte of the bad chunk (or after it) reached stdout.
     assert!(
-        o.stdout.len() as u64 <= chunk.file_offset,
+        o.stdout.len() as u64 <= chunk.file_offset(),
         "{}",
         o.stdout.len()
     );

@@ -119,8 +119,8 @@ struct Node {
     b: u32,
     /// Index into `xattr_sets`, or `u32::MAX`.
     xattrs: u32,
-    uname: u32,
-    gname: u32,
+    uname: u16,
+    gname: u16,
     /// TOC position of the entry, or `u32::MAX` for implicit directories.
     toc_index: u32,
     mode: u16,
@@ -136,34 +136,82 @@ struct Dirent {
     node: u32,
 }
 
-/// One chunk of a regular file's data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One chunk of a regular file's data: where its compressed bytes are and what they must hash to.
+///
+/// Packed into 64 bytes (the index keeps one per chunk): sizes are 32-bit, so one chunk, the
+/// uncompressed bytes before it in its member (`innerOffset`) and its compressed range are each
+/// below 4 GiB; larger values are refused when the index is built.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Chunk {
-    /// Offset of this chunk in the file.
-    pub file_offset: u64,
-    /// Uncompressed size of this chunk.
-    pub size: u64,
-    /// Compressed offset of the gzip member / zstd frame where decoding starts.
-    pub blob_offset: u64,
-    /// Uncompressed bytes to skip, after `blob_offset`, before this chunk's data.
-    pub inner_offset: u64,
-    /// End (exclusive) of the compressed bytes that can be needed to decode this chunk.
-    pub blob_end: u64,
-    /// The digest the chunk's bytes must hash to, when the TOC has one.
-    pub digest: Option<Digest>,
-    /// A hole (`chunkType: "zeros"`, containers/storage): all zero bytes, nothing to fetch.
-    pub zeros: bool,
+    file_offset: u64,
+    blob_offset: u64,
+    size: u32,
+    inner_offset: u32,
+    blob_len: u32,
+    flags: u32,
+    digest: [u8; 32],
 }
 
+const CHUNK_ZEROS: u32 = 1;
+const CHUNK_HAS_DIGEST: u32 = 2;
+const CHUNK_END_KNOWN: u32 = 4;
+
 impl Chunk {
+    /// Offset of this chunk in the file.
+    pub fn file_offset(&self) -> u64 {
+        self.file_offset
+    }
+
+    /// Uncompressed size of this chunk.
+    pub fn size(&self) -> u64 {
+        u64::from(self.size)
+    }
+
+    /// Compressed offset of the gzip member / zstd frame where decoding starts.
+    pub fn blob_offset(&self) -> u64 {
+        self.blob_offset
+    }
+
+    /// Uncompressed bytes to skip, after [`Chunk::blob_offset`], before this chunk's data.
+    pub fn inner_offset(&self) -> u64 {
+        u64::from(self.inner_offset)
+    }
+
+    /// End (exclusive) of the compressed bytes that can be needed to decode this chunk.
+    pub fn blob_end(&self) -> u64 {
+        self.blob_offset + u64::from(self.blob_len)
+    }
+
+    /// The digest the chunk's bytes must hash to, when the TOC has one.
+    pub fn digest(&self) -> Option<Digest> {
+        (self.flags & CHUNK_HAS_DIGEST != 0).then_some(Digest(self.digest))
+    }
+
+    /// A hole (`chunkType: "zeros"`, containers/storage): all zero bytes, nothing to fetch.
+    pub fn is_zeros(&self) -> bool {
+        self.flags & CHUNK_ZEROS != 0
+    }
+
     /// The compressed byte range of the blob to fetch to decode this chunk.
     pub fn blob_range(&self) -> Range<u64> {
-        self.blob_offset..self.blob_end
+        self.blob_offset..self.blob_end()
     }
 
     /// The range of the file this chunk covers.
     pub fn file_range(&self) -> Range<u64> {
-        self.file_offset..self.file_offset + self.size
+        self.file_offset..self.file_offset + self.size()
+    }
+}
+
+impl std::fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunk")
+            .field("file_range", &self.file_range())
+            .field("blob_range", &self.blob_range())
+            .field("inner_offset", &self.inner_offset)
+            .field("digest", &self.digest())
+            .field("zeros", &self.is_zeros())
+            .finish()
     }
 }
 
@@ -287,7 +335,7 @@ struct Builder<'t> {
     index: Index,
     /// cleaned path -> node id
     paths: HashMap<String, u32>,
-    owner_ids: HashMap<&'t str, u32>,
+    owner_ids: HashMap<&'t str, u16>,
 }
 
 impl<'t> Builder<'t> {
@@ -300,7 +348,7 @@ impl<'t> Builder<'t> {
         Ok((off, len))
     }
 
-    fn intern_owner(&mut self, name: &'t str) -> Result<u32> {
+    fn intern_owner(&mut self, name: &'t str) -> Result<u16> {
         if name.is_empty() {
             return Ok(0);
         }
@@ -308,7 +356,8 @@ impl<'t> Builder<'t> {
             return Ok(id);
         }
         let r = self.push_arena(name.as_bytes())?;
-        let id = self.index.owner_names.len() as u32;
+        let id = u16::try_from(self.index.owner_names.len())
+            .map_err(|_| Error::Toc("more than 65535 distinct user and group names".into()))?;
         self.index.owner_names.push(r);
         self.owner_ids.insert(name, id);
         Ok(id)
@@ -423,7 +472,7 @@ impl Index {
                 };
                 let reg = &entries[reg_index];
                 let chunk = b.make_chunk(i, e, reg, expected_next_chunk)?;
-                expected_next_chunk = chunk.file_offset + chunk.size;
+                expected_next_chunk = chunk.file_offset() + chunk.size();
                 b.index.chunks.push(chunk);
                 if node != u32::MAX {
                     b.index.nodes[node as usize].b += 1;
@@ -463,7 +512,7 @@ impl Index {
                     // Keep its chunks in the blob layout (for compressed ranges), unreachable.
                     if e.size > 0 {
                         let chunk = b.make_chunk(i, e, e, 0)?;
-                        expected_next_chunk = chunk.size;
+                        expected_next_chunk = chunk.size();
                         b.index.chunks.push(chunk);
                     }
                     current_file = Some((u32::MAX, i));
@@ -495,7 +544,7 @@ impl Index {
                 b.index.nodes[n as usize].b = 0;
                 if e.size > 0 {
                     let chunk = b.make_chunk(i, e, e, 0)?;
-                    expected_next_chunk = chunk.size;
+                    expected_next_chunk = chunk.size();
                     b.index.chunks.push(chunk);
                     b.index.nodes[n as usize].b = 1;
                 }
@@ -628,11 +677,12 @@ impl Index {
         // later chunk opened (offset set, no innerOffset), or the end of the payload.
         let mut last = payload_end;
         for c in self.chunks.iter_mut().rev() {
-            if c.zeros {
+            if c.is_zeros() {
                 continue;
             }
-            if c.blob_end == 0 {
-                c.blob_end = last.max(c.blob_offset);
+            if c.flags & CHUNK_END_KNOWN == 0 {
+                // A chunk lies inside one member, far below 4 GiB: clamping loses nothing.
+                c.blob_len = u32::try_from(last.saturating_sub(c.blob_offset)).unwrap_or(u32::MAX);
             }
             if c.blob_offset != 0 && c.inner_offset == 0 {
                 last = c.blob_offset;
@@ -649,7 +699,7 @@ impl Index {
         if let Some(n) = self.child(NodeId::ROOT, PREFETCH_LANDMARK.as_bytes()) {
             if let Some(c) = self.chunks(n).first() {
                 return Landmark::Prefetch {
-                    offset: c.blob_offset,
+                    offset: c.blob_offset(),
                 };
             }
         }
@@ -792,7 +842,7 @@ impl Index {
     /// The owner's user and group names (after the reference back-fill), possibly empty.
     pub fn owner_names(&self, id: NodeId) -> (&str, &str) {
         let n = self.node(id);
-        let get = |i: u32| {
+        let get = |i: u16| {
             self.owner_names
                 .get(i as usize)
                 .map(|&(o, l)| self.arena_str(o, l))
@@ -1044,14 +1094,52 @@ impl<'t> Builder<'t> {
             // Legacy stargz: a single-chunk file is verified by its whole-file digest.
             digest = parse_digest(&e.digest, i, e, "digest")?;
         }
+        let size = u32::try_from(size).map_err(|_| {
+            Error::entry(
+                i,
+                &e.name,
+                format!("chunk of {size} bytes is 4 GiB or more"),
+            )
+        })?;
+        let inner_offset = u32::try_from(inner_offset).map_err(|_| {
+            Error::entry(
+                i,
+                &e.name,
+                format!("innerOffset {inner_offset} is 4 GiB or more"),
+            )
+        })?;
+        let blob_len = match blob_end {
+            0 => 0,
+            end => u32::try_from(end - blob_offset).map_err(|_| {
+                Error::entry(
+                    i,
+                    &e.name,
+                    format!("compressed chunk {blob_offset}..{end} is 4 GiB or more"),
+                )
+            })?,
+        };
+        let mut flags = 0;
+        if zeros {
+            flags |= CHUNK_ZEROS;
+        }
+        if blob_end != 0 {
+            flags |= CHUNK_END_KNOWN;
+        }
+        let digest = match digest {
+            Some(d) => {
+                flags |= CHUNK_HAS_DIGEST;
+                d.0
+            }
+            None => [0; 32],
+        };
         Ok(Chunk {
             file_offset,
-            size,
             blob_offset,
+            size,
             inner_offset,
-            blob_end,
+            blob_len,
+            flags,
             digest,
-            zeros,
         })
     }
 
@@ -1100,6 +1188,14 @@ mod tests {
             entries,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn records_stay_compact() {
+        // The per-entry memory goal (< 150 bytes) depends on these.
+        assert_eq!(std::mem::size_of::<Chunk>(), 64);
+        assert!(std::mem::size_of::<Node>() <= 56, "{}", std::mem::size_of::<Node>());
+        assert_eq!(std::mem::size_of::<Dirent>(), 12);
     }
 
     #[test]
@@ -1182,8 +1278,8 @@ mod tests {
         let f = idx.lookup("f").unwrap();
         let ch = idx.chunks(f);
         assert_eq!(ch.len(), 2);
-        assert_eq!(ch[1].size, 6);
-        assert_eq!(ch[0].blob_end, 2);
+        assert_eq!(ch[1].size(), 6);
+        assert_eq!(ch[0].blob_end(), 2);
     }
 
     #[test]

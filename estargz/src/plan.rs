@@ -364,7 +364,7 @@ pub enum Verify {
 }
 
 /// Decodes one chunk from `compressed`, which holds blob bytes starting at
-/// `chunk.blob_offset` (typically the whole [`Chunk::blob_range`]), and checks its digest.
+/// `chunk.blob_offset()` (typically the whole [`Chunk::blob_range`]), and checks its digest.
 /// `path` only names the file in errors.
 pub fn decode_chunk(
     path: &str,
@@ -373,15 +373,15 @@ pub fn decode_chunk(
     compressed: &[u8],
     verify: Verify,
 ) -> Result<VerifiedChunk> {
-    let size = usize::try_from(chunk.size)
-        .map_err(|_| Error::InvalidArgument(format!("chunk of {} bytes", chunk.size)))?;
-    let data = if chunk.zeros {
+    let size = usize::try_from(chunk.size())
+        .map_err(|_| Error::InvalidArgument(format!("chunk of {} bytes", chunk.size())))?;
+    let data = if chunk.is_zeros() {
         vec![0u8; size]
     } else {
         let err = |reason: String| Error::Decompress {
             path: path.to_owned(),
-            chunk_offset: chunk.file_offset,
-            blob_offset: chunk.blob_offset,
+            chunk_offset: chunk.file_offset(),
+            blob_offset: chunk.blob_offset(),
             reason,
         };
         let result = match compression {
@@ -398,10 +398,10 @@ pub fn decode_chunk(
     let verified = match verify {
         Verify::Skip => false,
         Verify::Digest => {
-            let Some(want) = chunk.digest else {
+            let Some(want) = chunk.digest() else {
                 return Err(Error::MissingDigest {
                     path: path.to_owned(),
-                    chunk_offset: chunk.file_offset,
+                    chunk_offset: chunk.file_offset(),
                 });
             };
             let mut h = Hasher::new();
@@ -410,9 +410,9 @@ pub fn decode_chunk(
             if got != want {
                 return Err(Error::ChunkDigestMismatch {
                     path: path.to_owned(),
-                    chunk_offset: chunk.file_offset,
-                    chunk_size: chunk.size,
-                    blob_offset: chunk.blob_offset,
+                    chunk_offset: chunk.file_offset(),
+                    chunk_size: chunk.size(),
+                    blob_offset: chunk.blob_offset(),
                     expected: want.to_string(),
                     actual: got.to_string(),
                 });
@@ -428,13 +428,13 @@ pub fn decode_chunk(
 }
 
 fn extract(mut r: impl Read, chunk: &Chunk, size: usize) -> io::Result<Vec<u8>> {
-    let skipped = io::copy(&mut (&mut r).take(chunk.inner_offset), &mut io::sink())?;
-    if skipped != chunk.inner_offset {
+    let skipped = io::copy(&mut (&mut r).take(chunk.inner_offset()), &mut io::sink())?;
+    if skipped != chunk.inner_offset() {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             format!(
                 "stream ended after {skipped} of the {} bytes before the chunk",
-                chunk.inner_offset
+                chunk.inner_offset()
             ),
         ));
     }
@@ -476,10 +476,10 @@ impl ReadPlan {
         let end = offset.saturating_add(len).min(attr.size);
         let start = offset.min(end);
         let all = index.chunks(node);
-        let first = all.partition_point(|c| c.file_offset + c.size <= start);
+        let first = all.partition_point(|c| c.file_offset() + c.size() <= start);
         let chunks = all[first..]
             .iter()
-            .take_while(|c| c.file_offset < end)
+            .take_while(|c| c.file_offset() < end)
             .copied()
             .collect();
         Ok(ReadPlan {
@@ -510,7 +510,7 @@ impl ReadPlan {
         merge_ranges(
             self.chunks
                 .iter()
-                .filter(|c| !c.zeros)
+                .filter(|c| !c.is_zeros())
                 .map(|c| c.blob_range())
                 .collect(),
         )
@@ -520,12 +520,12 @@ impl ReadPlan {
     /// is file offset `self.range().start`. Returns the number of bytes copied.
     pub fn copy_out(&self, chunk: &VerifiedChunk, buf: &mut [u8]) -> usize {
         let c = chunk.chunk();
-        let from = self.range.start.max(c.file_offset);
-        let to = self.range.end.min(c.file_offset + c.size);
+        let from = self.range.start.max(c.file_offset());
+        let to = self.range.end.min(c.file_offset() + c.size());
         if from >= to {
             return 0;
         }
-        let src = &chunk.data()[(from - c.file_offset) as usize..(to - c.file_offset) as usize];
+        let src = &chunk.data()[(from - c.file_offset()) as usize..(to - c.file_offset()) as usize];
         let dst_start = (from - self.range.start) as usize;
         let Some(dst) = buf.get_mut(dst_start..dst_start + src.len()) else {
             return 0;

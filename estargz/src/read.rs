@@ -275,7 +275,7 @@ impl<R: ReadAt> Reader<R> {
 
     /// Fetches, decompresses and verifies one chunk. `path` names the file in errors.
     pub fn read_chunk(&self, path: &str, chunk: &Chunk) -> Result<VerifiedChunk> {
-        let compressed = if chunk.zeros {
+        let compressed = if chunk.is_zeros() {
             Vec::new()
         } else {
             read_range(&self.source, chunk.blob_range())?
@@ -340,7 +340,7 @@ impl<R: ReadAt> Reader<R> {
                     let vc = self.read_chunk(&crate::index::clean_path(&e.name), chunk)?;
                     file_hash.update(vc.data());
                     report.chunks += 1;
-                    report.bytes += chunk.size;
+                    report.bytes += chunk.size();
                 }
                 next_chunk += n;
             }
@@ -400,7 +400,7 @@ impl<R: ReadAt> FileReader<'_, R> {
                 .is_some_and(|c| c.chunk().file_range().contains(&off));
             if !hit {
                 let chunks = self.reader.index.chunks(self.node);
-                let i = chunks.partition_point(|c| c.file_offset + c.size <= off);
+                let i = chunks.partition_point(|c| c.file_offset() + c.size() <= off);
                 let chunk = chunks.get(i).ok_or_else(|| {
                     Error::InvalidArgument(format!("{:?}: no chunk covers offset {off}", self.path))
                 })?;
@@ -410,7 +410,7 @@ impl<R: ReadAt> FileReader<'_, R> {
                 break;
             };
             let c = vc.chunk();
-            let from = (off - c.file_offset) as usize;
+            let from = (off - c.file_offset()) as usize;
             let n = (vc.data().len() - from).min(buf.len() - done);
             buf[done..done + n].copy_from_slice(&vc.data()[from..from + n]);
             done += n;
@@ -426,10 +426,10 @@ impl<R: ReadAt> FileReader<'_, R> {
         mut f: impl FnMut(&[u8]) -> io::Result<()>,
     ) -> Result<()> {
         let chunks = self.reader.index.chunks(self.node);
-        let first = chunks.partition_point(|c| c.file_offset + c.size <= offset);
+        let first = chunks.partition_point(|c| c.file_offset() + c.size() <= offset);
         for chunk in &chunks[first..] {
             let vc = self.reader.read_chunk(&self.path, chunk)?;
-            let skip = offset.saturating_sub(chunk.file_offset) as usize;
+            let skip = offset.saturating_sub(chunk.file_offset()) as usize;
             f(&vc.data()[skip.min(vc.data().len())..])
                 .map_err(|e| Error::io(format!("writing {:?}", self.path), e))?;
         }

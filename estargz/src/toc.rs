@@ -187,8 +187,9 @@ impl Toc {
         match parse_toc(json) {
             Ok(toc) => Ok(toc),
             Err(first) => match go_fixup(json) {
-                // Go replaces invalid UTF-8 and lone surrogate escapes by U+FFFD instead of
-                // failing; retry with the same replacements (only ever on the error path).
+                // Go replaces invalid UTF-8 and lone surrogate escapes by U+FFFD and reads `-0`
+                // as an integer, where serde_json fails; retry with the input rewritten the way
+                // Go sees it (only ever on the error path, so valid TOCs are parsed once).
                 Some(fixed) => parse_toc(&fixed),
                 None => Err(first),
             },
@@ -196,6 +197,12 @@ impl Toc {
     }
 
     /// Writes the TOC exactly as Go's `json.MarshalIndent(toc, "", "\t")` does.
+    ///
+    /// Every field but `name` and `type` is omitted when zero/empty, `entries` is `null` when
+    /// empty, and `tarSplitDigest` only appears when set. The one intended difference from Go:
+    /// U+FFFD in a string is written as the escape `\ufffd`, which is what Go writes for a
+    /// non-UTF-8 tar name (see the `q-invalid-utf8-name` vector); Go would write a genuine U+FFFD
+    /// raw.
     ///
     /// ```
     /// use estargz::Toc;

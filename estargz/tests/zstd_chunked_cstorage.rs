@@ -156,9 +156,9 @@ fn reads_a_containers_storage_blob() {
     let big = idx.lookup("big").expect("big");
     let chunks = idx.chunks(big);
     assert_eq!(chunks.len(), 3);
-    assert!(chunks[1].zeros, "the hole needs no fetch");
+    assert!(chunks[1].is_zeros(), "the hole needs no fetch");
     // endOffset bounds the compressed range exactly.
-    assert_eq!(chunks[0].blob_range().end, chunks[2].blob_offset);
+    assert_eq!(chunks[0].blob_range().end, chunks[2].blob_offset());
     // A read inside the hole plans no blob range at all.
     let plan = estargz::ReadPlan::new(idx, big, 6000, 100).expect("plan");
     assert!(plan.blob_ranges().is_empty());
@@ -183,7 +183,7 @@ fn a_tampered_frame_of_a_containers_storage_blob_is_caught() {
     let big = r.index().lookup("big").expect("big");
     let c = r.index().chunks(big)[2];
     let mut bytes = b.bytes.clone();
-    bytes[(c.blob_offset + c.blob_end) as usize / 2] ^= 1;
+    bytes[(c.blob_offset() + c.blob_end()) as usize / 2] ^= 1;
     let r = Reader::open(bytes).expect("open");
     let mut f = r.open_file("big").expect("file");
     let mut buf = vec![0u8; 100];
