@@ -1194,7 +1194,11 @@ mod tests {
     fn records_stay_compact() {
         // The per-entry memory goal (< 150 bytes) depends on these.
         assert_eq!(std::mem::size_of::<Chunk>(), 64);
-        assert!(std::mem::size_of::<Node>() <= 56, "{}", std::mem::size_of::<Node>());
+        assert!(
+            std::mem::size_of::<Node>() <= 56,
+            "{}",
+            std::mem::size_of::<Node>()
+        );
         assert_eq!(std::mem::size_of::<Dirent>(), 12);
     }
 

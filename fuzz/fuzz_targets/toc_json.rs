@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
         let json = toc.to_json();
         let back = match Toc::from_json(&json) {
             Ok(back) => back,
-            Err(e) => panic!("own output rejected: {e}\n{}", String::from_utf8_lossy(&json)),
+            Err(e) => panic!(
+                "own output rejected: {e}\n{}",
+                String::from_utf8_lossy(&json)
+            ),
         };
         assert_eq!(back, toc);
         assert_eq!(back.to_json(), json);
