@@ -190,7 +190,7 @@ if cargo nextest --version >/dev/null 2>&1; then
     summary_nextest=$(sed -E 's/\x1b\[[0-9;]*m//g' "$LOG_DIR/nextest.log" |
         grep -E '^ *Summary \[' | tail -n 1 | sed -E 's/^ +//' || true)
 else
-    phase "cargo test --workspace (lib, bins, tests, examples)"
+    phase "cargo test --workspace"
     cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$LOG_DIR/cargo-test.log"
 fi
 
