@@ -43,14 +43,21 @@ impl Digest {
         if hex_part.len() != 64 {
             return Err(invalid("expected 64 hex digits after \"sha256:\""));
         }
-        if !hex_part
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
-            return Err(invalid("hex digits must be lowercase 0-9a-f"));
+        // One pass: validate (lowercase only, as go-digest) and decode.
+        fn nibble(b: u8) -> Option<u8> {
+            match b {
+                b'0'..=b'9' => Some(b - b'0'),
+                b'a'..=b'f' => Some(b - b'a' + 10),
+                _ => None,
+            }
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(hex_part, &mut out).map_err(|_| invalid("bad hex"))?;
+        for (o, pair) in out.iter_mut().zip(hex_part.as_bytes().chunks_exact(2)) {
+            match (nibble(pair[0]), nibble(pair[1])) {
+                (Some(h), Some(l)) => *o = (h << 4) | l,
+                _ => return Err(invalid("hex digits must be lowercase 0-9a-f")),
+            }
+        }
         Ok(Digest(out))
     }
 

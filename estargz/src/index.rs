@@ -299,11 +299,25 @@ pub fn clean_path(name: &str) -> String {
     parts.join("/")
 }
 
-/// Splits a cleaned path into (parent, base name). The root's parent is itself.
-fn split_parent(path: &str) -> (&str, &str) {
-    match path.rfind('/') {
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => ("", path),
+/// The components of `name` after [`clean_path`], into `out` (cleared first); no allocation
+/// once `out` has grown.
+fn split_clean<'a>(name: &'a str, out: &mut Vec<&'a str>) {
+    out.clear();
+    let bytes = name.as_bytes();
+    let mut start = 0;
+    // Byte scan: '/' is ASCII, so every split point is a char boundary.
+    for i in 0..=bytes.len() {
+        if i < bytes.len() && bytes[i] != b'/' {
+            continue;
+        }
+        match &name[start..i] {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+        start = i + 1;
     }
 }
 
@@ -330,12 +344,43 @@ fn parse_digest(s: &str, index: usize, e: &TocEntry, field: &str) -> Result<Opti
         .map_err(|err| Error::entry(index, &e.name, format!("{field}: {err}")))
 }
 
+/// High bit of a slot value: a hardlink not resolved yet (the rest indexes `pending_links`).
+const LINK_MARK: u32 = 1 << 31;
+
 struct Builder<'t> {
     opts: &'t IndexOptions,
     index: Index,
-    /// cleaned path -> node id
-    paths: HashMap<String, u32>,
+    /// (parent node, base name) -> node id, or `LINK_MARK | pending hardlink`.
+    slots: HashMap<(u32, &'t str), u32>,
     owner_ids: HashMap<&'t str, u16>,
+    last_owner: Option<(&'t str, u16)>,
+}
+
+/// The reference reader's owner-name back-fill: an entry without a name takes the last name
+/// seen for the same id (in TOC order). Remembers the last id looked up, since consecutive
+/// entries mostly share an owner.
+#[derive(Default)]
+struct OwnerNames<'t> {
+    by_id: HashMap<i64, &'t str>,
+    last: Option<(i64, &'t str)>,
+}
+
+impl<'t> OwnerNames<'t> {
+    fn name(&mut self, id: i64, stated: &'t str) -> &'t str {
+        if let Some((last_id, last_name)) = self.last {
+            if last_id == id && (stated.is_empty() || stated == last_name) {
+                return last_name;
+            }
+        }
+        let name = if stated.is_empty() {
+            self.by_id.get(&id).copied().unwrap_or("")
+        } else {
+            self.by_id.insert(id, stated);
+            stated
+        };
+        self.last = Some((id, name));
+        name
+    }
 }
 
 impl<'t> Builder<'t> {
@@ -352,7 +397,13 @@ impl<'t> Builder<'t> {
         if name.is_empty() {
             return Ok(0);
         }
+        if let Some(&(last, id)) = self.last_owner.as_ref() {
+            if last == name {
+                return Ok(id);
+            }
+        }
         if let Some(&id) = self.owner_ids.get(name) {
+            self.last_owner = Some((name, id));
             return Ok(id);
         }
         let r = self.push_arena(name.as_bytes())?;
@@ -360,6 +411,7 @@ impl<'t> Builder<'t> {
             .map_err(|_| Error::Toc("more than 65535 distinct user and group names".into()))?;
         self.index.owner_names.push(r);
         self.owner_ids.insert(name, id);
+        self.last_owner = Some((name, id));
         Ok(id)
     }
 
@@ -411,17 +463,17 @@ impl Index {
                 limit: opts.max_entries,
             });
         }
-        if entries.len() >= u32::MAX as usize {
+        if entries.len() >= (LINK_MARK - 1) as usize {
             return Err(Error::TooManyEntries {
-                limit: u32::MAX as usize - 1,
+                limit: (LINK_MARK - 2) as usize,
             });
         }
         let mut b = Builder {
             opts,
             index: Index {
-                nodes: Vec::new(),
+                nodes: Vec::with_capacity(entries.len() + 1),
                 dirents: Vec::new(),
-                chunks: Vec::new(),
+                chunks: Vec::with_capacity(entries.len()),
                 arena: Vec::new(),
                 xattr_sets: Vec::new(),
                 xattrs: Vec::new(),
@@ -429,36 +481,22 @@ impl Index {
                 toc_entries: entries.len(),
                 landmark: Landmark::None,
             },
-            paths: HashMap::with_capacity(entries.len()),
+            slots: HashMap::with_capacity(entries.len()),
             owner_ids: HashMap::new(),
+            last_owner: None,
         };
-        // Root, possibly replaced by an explicit root entry below.
-        b.new_dir_node(0, u32::MAX, true);
-        b.paths.insert(String::new(), 0);
+        b.new_dir_node(0, u32::MAX, true); // the root, replaced by an explicit root entry
 
-        // Pass 0: which TOC entry finally owns each cleaned path (the last one wins).
-        let mut cleaned: Vec<String> = Vec::with_capacity(entries.len());
-        let mut last_owner: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
-        for e in entries {
-            cleaned.push(if e.entry_type == EntryType::Chunk {
-                String::new()
-            } else {
-                clean_path(&e.name)
-            });
-        }
-        for (i, e) in entries.iter().enumerate() {
-            if e.entry_type != EntryType::Chunk {
-                last_owner.insert(cleaned[i].as_str(), i);
-            }
-        }
-
-        // Pass 1: nodes and chunks in TOC order.
-        let mut uname_of: HashMap<i64, &str> = HashMap::new();
-        let mut gname_of: HashMap<i64, &str> = HashMap::new();
-        // Per TOC entry: the node it created (u32::MAX for chunks, shadowed and hardlinks).
-        let mut node_of_entry: Vec<u32> = vec![u32::MAX; entries.len()];
-        let mut hardlinks: Vec<usize> = Vec::new();
-        // The file currently receiving `chunk` entries: (node id or MAX if shadowed, entry index).
+        // One pass in TOC order. `slots` maps (parent node, base name) to the node that
+        // finally owns that path: a later entry with the same path overwrites the node in
+        // place (the last one wins, as in Go), and hardlinks are marked pending until every
+        // possible target has been seen (forward references are allowed).
+        let mut comps: Vec<&str> = Vec::new();
+        let mut last_dirs: Vec<(&str, u32)> = Vec::new();
+        let mut uname_of = OwnerNames::default();
+        let mut gname_of = OwnerNames::default();
+        let mut pending_links: Vec<usize> = Vec::new();
+        // The file receiving `chunk` entries: (node id, or u32::MAX once shadowed, entry index).
         let mut current_file: Option<(u32, usize)> = None;
         let mut expected_next_chunk: u64 = 0;
         for (i, e) in entries.iter().enumerate() {
@@ -470,8 +508,7 @@ impl Index {
                         "chunk entry without a preceding regular file",
                     ));
                 };
-                let reg = &entries[reg_index];
-                let chunk = b.make_chunk(i, e, reg, expected_next_chunk)?;
+                let chunk = b.make_chunk(i, e, &entries[reg_index], expected_next_chunk)?;
                 expected_next_chunk = chunk.file_offset() + chunk.size();
                 b.index.chunks.push(chunk);
                 if node != u32::MAX {
@@ -479,190 +516,89 @@ impl Index {
                 }
                 continue;
             }
-            // A regular file that did not cover its size with chunks is broken.
             b.finish_file(entries, current_file.take(), expected_next_chunk)?;
+            expected_next_chunk = 0;
 
             // Owner name back-fill, as the Go reader does (per id, TOC order).
-            let uname: &str = if e.user_name.is_empty() {
-                uname_of.get(&e.uid).copied().unwrap_or("")
-            } else {
-                uname_of.insert(e.uid, &e.user_name);
-                &e.user_name
-            };
-            let gname: &str = if e.group_name.is_empty() {
-                gname_of.get(&e.gid).copied().unwrap_or("")
-            } else {
-                gname_of.insert(e.gid, &e.group_name);
-                &e.group_name
-            };
+            let uname = uname_of.name(e.uid, &e.user_name);
+            let gname = gname_of.name(e.gid, &e.group_name);
 
-            let path = &cleaned[i];
-            let shadowed = last_owner.get(path.as_str()) != Some(&i);
-            if e.entry_type == EntryType::Hardlink {
-                if !shadowed {
-                    hardlinks.push(i);
-                }
-                continue;
-            }
-            if e.entry_type == EntryType::Reg {
-                expected_next_chunk = 0;
-            }
-            if shadowed {
-                if e.entry_type == EntryType::Reg {
-                    // Keep its chunks in the blob layout (for compressed ranges), unreachable.
-                    if e.size > 0 {
-                        let chunk = b.make_chunk(i, e, e, 0)?;
-                        expected_next_chunk = chunk.size();
-                        b.index.chunks.push(chunk);
-                    }
-                    current_file = Some((u32::MAX, i));
-                }
-                continue;
-            }
-            let node = b.make_node(i, e, uname, gname)?;
-            node_of_entry[i] = node;
-            if path.is_empty() {
-                // Explicit root: move its metadata onto node 0.
-                let mut root = b
-                    .index
-                    .nodes
-                    .pop()
-                    .ok_or_else(|| Error::Toc("internal".into()))?;
-                if root.kind != NodeKind::Dir {
+            split_clean(&e.name, &mut comps);
+            let Some((&base, dirs)) = comps.split_last() else {
+                // The root itself (`./`, `/`): its metadata goes to node 0.
+                if e.entry_type != EntryType::Dir {
                     return Err(Error::entry(i, &e.name, "the root must be a directory"));
                 }
+                let mut root = b.make_node(i, e, uname, gname)?;
                 root.parent = 0;
-                root.flags &= !FLAG_IMPLICIT;
                 b.index.nodes[0] = root;
-                node_of_entry[i] = 0;
-            } else {
-                b.paths.insert(path.clone(), node);
+                continue;
+            };
+            // Consecutive entries mostly share their directory: reuse the ids resolved for the
+            // previous entry's directory components as far as the components are equal.
+            let mut shared = 0;
+            while shared < dirs.len()
+                && shared < last_dirs.len()
+                && last_dirs[shared].0 == dirs[shared]
+            {
+                shared += 1;
             }
+            last_dirs.truncate(shared);
+            let mut parent = last_dirs.last().map_or(0, |d| d.1);
+            for &c in &dirs[shared..] {
+                parent = match b.slots.get(&(parent, c)) {
+                    Some(&n) if n & LINK_MARK == 0 => n,
+                    // A hardlink used as a directory: whatever it resolves to is not a
+                    // directory, so what is below it is unreachable; park it on a detached node.
+                    Some(_) => b.new_dir_node(u32::MAX, u32::MAX, true),
+                    None => {
+                        let d = b.new_dir_node(parent, u32::MAX, true);
+                        b.slots.insert((parent, c), d);
+                        d
+                    }
+                };
+                last_dirs.push((c, parent));
+            }
+            if e.entry_type == EntryType::Hardlink {
+                let mark = LINK_MARK | pending_links.len() as u32;
+                pending_links.push(i);
+                b.slots.insert((parent, base), mark);
+                // A hardlink may now stand where a directory was: forget cached directories.
+                last_dirs.clear();
+                continue;
+            }
+            let mut node = b.make_node(i, e, uname, gname)?;
+            node.parent = parent;
+            let id = match b.slots.get(&(parent, base)) {
+                Some(&n) if n & LINK_MARK == 0 => {
+                    b.index.nodes[n as usize] = node;
+                    n
+                }
+                _ => {
+                    let n = b.index.nodes.len() as u32;
+                    b.index.nodes.push(node);
+                    b.slots.insert((parent, base), n);
+                    n
+                }
+            };
             if e.entry_type == EntryType::Reg {
-                let n = node_of_entry[i];
-                b.index.nodes[n as usize].a = b.index.chunks.len() as u32;
-                b.index.nodes[n as usize].b = 0;
+                let first = b.index.chunks.len() as u32;
+                let n = &mut b.index.nodes[id as usize];
+                n.a = first;
+                n.b = 0;
                 if e.size > 0 {
                     let chunk = b.make_chunk(i, e, e, 0)?;
                     expected_next_chunk = chunk.size();
                     b.index.chunks.push(chunk);
-                    b.index.nodes[n as usize].b = 1;
+                    b.index.nodes[id as usize].b = 1;
                 }
-                current_file = Some((n, i));
+                current_file = Some((id, i));
             }
         }
         b.finish_file(entries, current_file.take(), expected_next_chunk)?;
+        b.resolve_hardlinks(entries, &pending_links)?;
+        b.build_dirents()?;
 
-        // Hardlinks: resolve to the target node (following chains, bounded).
-        let mut link_paths: Vec<(String, u32)> = Vec::with_capacity(hardlinks.len());
-        for &i in &hardlinks {
-            let e = &entries[i];
-            let mut target = clean_path(&e.link_name);
-            let mut hops = 0;
-            let node = loop {
-                if let Some(&n) = b.paths.get(&target) {
-                    break n;
-                }
-                // The target may itself be a hardlink entry.
-                match last_owner.get(target.as_str()) {
-                    Some(&j) if entries[j].entry_type == EntryType::Hardlink => {
-                        hops += 1;
-                        if hops > 64 {
-                            return Err(Error::entry(
-                                i,
-                                &e.name,
-                                format!(
-                                    "hardlink chain to {:?} is a cycle or longer than 64 links",
-                                    e.link_name
-                                ),
-                            ));
-                        }
-                        target = clean_path(&entries[j].link_name);
-                    }
-                    _ => {
-                        return Err(Error::entry(
-                            i,
-                            &e.name,
-                            format!("hardlink target {:?} is not in the layer", e.link_name),
-                        ))
-                    }
-                }
-            };
-            if b.index.nodes[node as usize].kind == NodeKind::Dir {
-                return Err(Error::entry(i, &e.name, "hardlink to a directory"));
-            }
-            link_paths.push((cleaned[i].clone(), node));
-        }
-        for (path, node) in link_paths {
-            if path.is_empty() {
-                return Err(Error::Toc("a hardlink cannot be the root".into()));
-            }
-            b.index.nodes[node as usize].nlink += 1;
-            b.paths.insert(path, node);
-        }
-
-        // Tree: attach every path to its parent, creating implicit directories.
-        let mut all: Vec<(String, u32)> = b.paths.drain().filter(|(p, _)| !p.is_empty()).collect();
-        // Sorted by path so that implicit directories get deterministic ids.
-        all.sort_unstable_by(|x, y| x.0.cmp(&y.0));
-        let mut dir_of: HashMap<String, u32> = HashMap::new();
-        dir_of.insert(String::new(), 0);
-        for (p, n) in &all {
-            if b.index.nodes[*n as usize].kind == NodeKind::Dir {
-                dir_of.insert(p.clone(), *n);
-            }
-        }
-        let known: HashMap<&str, u32> = all.iter().map(|(p, n)| (p.as_str(), *n)).collect();
-        // (parent node, name arena range, child node)
-        let mut links: Vec<(u32, u32, u32, u32)> = Vec::with_capacity(all.len());
-        let mut implicit_new: Vec<(String, u32)> = Vec::new();
-        for (p, n) in &all {
-            let (parent_path, base) = split_parent(p);
-            let parent = match b.resolve_dir(parent_path, &known, &mut dir_of, &mut implicit_new)? {
-                Some(d) => d,
-                None => continue, // parent is a non-directory: unreachable, as after extraction
-            };
-            let (off, len) = b.push_arena(base.as_bytes())?;
-            links.push((parent, off, len, *n));
-            if b.index.nodes[*n as usize].kind == NodeKind::Dir {
-                b.index.nodes[*n as usize].parent = parent;
-            }
-        }
-        for (p, n) in &implicit_new {
-            let (parent_path, base) = split_parent(p);
-            let parent = dir_of.get(parent_path).copied().unwrap_or(0);
-            let (off, len) = b.push_arena(base.as_bytes())?;
-            links.push((parent, off, len, *n));
-            b.index.nodes[*n as usize].parent = parent;
-        }
-        links.sort_unstable_by(|x, y| {
-            x.0.cmp(&y.0).then_with(|| {
-                let ax = &b.index.arena[x.1 as usize..(x.1 + x.2) as usize];
-                let ay = &b.index.arena[y.1 as usize..(y.1 + y.2) as usize];
-                ax.cmp(ay)
-            })
-        });
-        b.index.dirents.reserve_exact(links.len());
-        let mut i = 0;
-        while i < links.len() {
-            let parent = links[i].0;
-            let start = b.index.dirents.len() as u32;
-            while i < links.len() && links[i].0 == parent {
-                let (_, off, len, node) = links[i];
-                b.index.dirents.push(Dirent {
-                    name_off: off,
-                    name_len: len,
-                    node,
-                });
-                if b.index.nodes[node as usize].kind == NodeKind::Dir {
-                    b.index.nodes[parent as usize].nlink += 1;
-                }
-                i += 1;
-            }
-            let pn = &mut b.index.nodes[parent as usize];
-            pn.a = start;
-            pn.b = b.index.dirents.len() as u32 - start;
-        }
         let mut index = b.index;
         index.compute_blob_ends(opts.payload_end);
         index.landmark = index.find_landmark();
@@ -881,23 +817,33 @@ impl Index {
     /// Walks the tree depth-first in name order, calling `f(path, node)` for every path
     /// (hardlinked nodes are visited once per name). The root is visited first with path "".
     pub fn walk(&self, mut f: impl FnMut(&str, NodeId)) {
-        let mut path = String::new();
+        // Iterative (an explicit stack of directory cursors), so a hostile TOC with a very
+        // deep path cannot overflow the thread's stack.
         f("", NodeId::ROOT);
-        self.walk_dir(NodeId::ROOT, &mut path, &mut f);
-    }
-
-    fn walk_dir(&self, dir: NodeId, path: &mut String, f: &mut impl FnMut(&str, NodeId)) {
-        for (name, child) in self.read_dir(dir) {
+        let mut path = String::new();
+        // (directory, next child position, length of `path` before this directory's name)
+        let mut stack: Vec<(NodeId, usize, usize)> = vec![(NodeId::ROOT, 0, 0)];
+        while let Some(top) = stack.last_mut() {
+            let (dir, pos, _) = *top;
+            let ents = self.dirents_of(dir);
+            let Some(d) = ents.get(pos) else {
+                let (_, _, len) = stack.pop().unwrap_or((dir, 0, 0));
+                path.truncate(len);
+                continue;
+            };
+            top.1 += 1;
+            let child = NodeId(d.node);
             let len = path.len();
             if !path.is_empty() {
                 path.push('/');
             }
-            path.push_str(name);
-            f(path, child);
+            path.push_str(self.arena_str(d.name_off, d.name_len));
+            f(&path, child);
             if self.node(child).kind == NodeKind::Dir && child != dir {
-                self.walk_dir(child, path, f);
+                stack.push((child, 0, len));
+            } else {
+                path.truncate(len);
             }
-            path.truncate(len);
         }
     }
 
@@ -915,29 +861,147 @@ impl Index {
 }
 
 impl<'t> Builder<'t> {
-    /// Resolves (creating implicit directories as needed) the directory at `path`.
-    /// `None` when a component names a non-directory.
-    fn resolve_dir(
-        &mut self,
+    /// Walks `path` from the root through the slots, resolving pending hardlinks on the way.
+    fn resolve_path(
+        &self,
+        entries: &[TocEntry],
+        pending: &[usize],
+        resolved: &mut [Option<u32>],
         path: &str,
-        known: &HashMap<&str, u32>,
-        dir_of: &mut HashMap<String, u32>,
-        implicit_new: &mut Vec<(String, u32)>,
-    ) -> Result<Option<u32>> {
-        if let Some(&d) = dir_of.get(path) {
-            return Ok(Some(d));
+        depth: usize,
+    ) -> Option<u32> {
+        let mut comps = Vec::new();
+        split_clean(path, &mut comps);
+        let mut node = 0u32;
+        for c in comps {
+            let n = *self.slots.get(&(node, c))?;
+            node = if n & LINK_MARK != 0 {
+                self.resolve_link(
+                    entries,
+                    pending,
+                    resolved,
+                    (n & !LINK_MARK) as usize,
+                    depth + 1,
+                )?
+            } else {
+                n
+            };
         }
-        if known.contains_key(path) {
-            return Ok(None); // exists, not a directory
+        Some(node)
+    }
+
+    fn resolve_link(
+        &self,
+        entries: &[TocEntry],
+        pending: &[usize],
+        resolved: &mut [Option<u32>],
+        k: usize,
+        depth: usize,
+    ) -> Option<u32> {
+        if let Some(n) = resolved[k] {
+            return Some(n);
         }
-        let (parent_path, _) = split_parent(path);
-        let Some(parent) = self.resolve_dir(parent_path, known, dir_of, implicit_new)? else {
-            return Ok(None);
-        };
-        let id = self.new_dir_node(parent, u32::MAX, true);
-        dir_of.insert(path.to_owned(), id);
-        implicit_new.push((path.to_owned(), id));
-        Ok(Some(id))
+        if depth > 64 {
+            return None;
+        }
+        let e = &entries[pending[k]];
+        let n = self.resolve_path(entries, pending, resolved, &e.link_name, depth)?;
+        resolved[k] = Some(n);
+        Some(n)
+    }
+
+    /// Points every hardlink slot at its target's node and counts the links.
+    fn resolve_hardlinks(&mut self, entries: &[TocEntry], pending: &[usize]) -> Result<()> {
+        let mut resolved: Vec<Option<u32>> = vec![None; pending.len()];
+        for k in 0..pending.len() {
+            let i = pending[k];
+            let e = &entries[i];
+            let Some(n) = self.resolve_link(entries, pending, &mut resolved, k, 0) else {
+                let mut probe = Vec::new();
+                split_clean(&e.link_name, &mut probe);
+                return Err(Error::entry(
+                    i,
+                    &e.name,
+                    format!(
+                        "hardlink target {:?} is not in the layer (or the hardlink chain is a cycle or longer than 64 links)",
+                        e.link_name
+                    ),
+                ));
+            };
+            if self.index.nodes[n as usize].kind == NodeKind::Dir {
+                return Err(Error::entry(i, &e.name, "hardlink to a directory"));
+            }
+        }
+        for v in self.slots.values_mut() {
+            if *v & LINK_MARK != 0 {
+                if let Some(n) = resolved[(*v & !LINK_MARK) as usize] {
+                    *v = n;
+                    self.index.nodes[n as usize].nlink += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns the slots into per-directory entry lists sorted by name, and counts directory
+    /// links. Children of a node that is not a directory (a directory later replaced by a
+    /// file) are left out: unreachable, as after extracting the layer.
+    fn build_dirents(&mut self) -> Result<()> {
+        let nodes = &self.index.nodes;
+        let mut links: Vec<(u32, &'t str, u32)> = self
+            .slots
+            .iter()
+            .filter(|((p, _), _)| nodes[*p as usize].kind == NodeKind::Dir)
+            .map(|(&(p, name), &n)| (p, name, n))
+            .collect();
+        // Bucket by parent (linear), then sort each directory's names.
+        let mut start = vec![0u32; nodes.len() + 1];
+        for &(p, _, _) in &links {
+            start[p as usize + 1] += 1;
+        }
+        for i in 1..start.len() {
+            start[i] += start[i - 1];
+        }
+        let mut fill = start.clone();
+        let mut ordered: Vec<(&'t str, u32)> = vec![("", 0); links.len()];
+        for &(p, name, n) in &links {
+            ordered[fill[p as usize] as usize] = (name, n);
+            fill[p as usize] += 1;
+        }
+        links.clear();
+        let mut dirents = Vec::with_capacity(ordered.len());
+        for dir in 0..nodes.len() {
+            let (s, e) = (start[dir] as usize, start[dir + 1] as usize);
+            let group = &mut ordered[s..e];
+            group.sort_unstable_by(|x, y| x.0.as_bytes().cmp(y.0.as_bytes()));
+            for &(name, n) in group.iter() {
+                let (name_off, name_len) = self.push_arena(name.as_bytes())?;
+                dirents.push(Dirent {
+                    name_off,
+                    name_len,
+                    node: n,
+                });
+            }
+        }
+        for dir in 0..self.index.nodes.len() {
+            let (s, e) = (start[dir], start[dir + 1]);
+            let mut subdirs = 0;
+            for d in &dirents[s as usize..e as usize] {
+                let child = &mut self.index.nodes[d.node as usize];
+                if child.kind == NodeKind::Dir {
+                    child.parent = dir as u32;
+                    subdirs += 1;
+                }
+            }
+            let n = &mut self.index.nodes[dir];
+            if n.kind == NodeKind::Dir {
+                n.a = s;
+                n.b = e - s;
+                n.nlink += subdirs;
+            }
+        }
+        self.index.dirents = dirents;
+        Ok(())
     }
 
     fn make_node(
@@ -946,7 +1010,7 @@ impl<'t> Builder<'t> {
         e: &'t TocEntry,
         uname: &'t str,
         gname: &'t str,
-    ) -> Result<u32> {
+    ) -> Result<Node> {
         let kind = match e.entry_type {
             EntryType::Dir => NodeKind::Dir,
             EntryType::Reg => NodeKind::File,
@@ -986,8 +1050,7 @@ impl<'t> Builder<'t> {
         };
         let uname = self.intern_owner(uname)?;
         let gname = self.intern_owner(gname)?;
-        let id = self.index.nodes.len() as u32;
-        self.index.nodes.push(Node {
+        Ok(Node {
             size,
             mtime: e.mtime().unwrap_or(0),
             parent: 0,
@@ -1003,8 +1066,7 @@ impl<'t> Builder<'t> {
             mode: (e.mode & 0o7777) as u16,
             kind,
             flags: 0,
-        });
-        Ok(id)
+        })
     }
 
     /// Checks one data entry (the `reg` itself or a `chunk`) and makes its chunk record.
@@ -1200,6 +1262,36 @@ mod tests {
             std::mem::size_of::<Node>()
         );
         assert_eq!(std::mem::size_of::<Dirent>(), 12);
+    }
+
+    #[test]
+    fn very_deep_paths_do_not_overflow_the_stack() {
+        let deep = "d/".repeat(200_000) + "f";
+        let idx = Index::new(&toc(vec![entry(&deep, EntryType::Reg)])).unwrap();
+        let mut n = 0;
+        idx.walk(|_, _| n += 1);
+        assert_eq!(n, 200_002);
+        assert!(idx.lookup(&deep).is_some());
+    }
+
+    #[test]
+    fn a_hardlink_replacing_a_directory_hides_its_children() {
+        let mut f = entry("f", EntryType::Reg);
+        f.size = 0;
+        let mut l = entry("a", EntryType::Hardlink);
+        l.link_name = "f".into();
+        let idx = Index::new(&toc(vec![
+            f,
+            entry("a/", EntryType::Dir),
+            entry("a/x", EntryType::Reg),
+            l,
+            entry("a/y", EntryType::Reg),
+        ]))
+        .unwrap();
+        assert_eq!(idx.lookup("a"), idx.lookup("f"));
+        assert_eq!(idx.lookup("a/x"), None);
+        assert_eq!(idx.lookup("a/y"), None);
+        assert_eq!(idx.attr(idx.lookup("f").unwrap()).nlink, 2);
     }
 
     #[test]
