@@ -43,20 +43,31 @@ impl Digest {
         if hex_part.len() != 64 {
             return Err(invalid("expected 64 hex digits after \"sha256:\""));
         }
-        // One pass: validate (lowercase only, as go-digest) and decode.
-        fn nibble(b: u8) -> Option<u8> {
-            match b {
-                b'0'..=b'9' => Some(b - b'0'),
-                b'a'..=b'f' => Some(b - b'a' + 10),
-                _ => None,
+        // One pass: validate (lowercase only, as go-digest) and decode, by table lookup.
+        const INVALID: u8 = 0xff;
+        const NIBBLE: [u8; 256] = {
+            let mut t = [INVALID; 256];
+            let mut i = 0;
+            while i < 10 {
+                t[b'0' as usize + i] = i as u8;
+                i += 1;
             }
-        }
+            let mut i = 0;
+            while i < 6 {
+                t[b'a' as usize + i] = 10 + i as u8;
+                i += 1;
+            }
+            t
+        };
         let mut out = [0u8; 32];
+        let mut bad = 0u8;
         for (o, pair) in out.iter_mut().zip(hex_part.as_bytes().chunks_exact(2)) {
-            match (nibble(pair[0]), nibble(pair[1])) {
-                (Some(h), Some(l)) => *o = (h << 4) | l,
-                _ => return Err(invalid("hex digits must be lowercase 0-9a-f")),
-            }
+            let (h, l) = (NIBBLE[pair[0] as usize], NIBBLE[pair[1] as usize]);
+            bad |= (h | l) & 0xf0;
+            *o = (h << 4) | (l & 0x0f);
+        }
+        if bad != 0 {
+            return Err(invalid("hex digits must be lowercase 0-9a-f"));
         }
         Ok(Digest(out))
     }

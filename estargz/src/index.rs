@@ -474,7 +474,8 @@ impl Index {
                 nodes: Vec::with_capacity(entries.len() + 1),
                 dirents: Vec::new(),
                 chunks: Vec::with_capacity(entries.len()),
-                arena: Vec::new(),
+                // Base names, symlink targets, owners: about 16 bytes per entry in real layers.
+                arena: Vec::with_capacity(entries.len() * 16),
                 xattr_sets: Vec::new(),
                 xattrs: Vec::new(),
                 owner_names: vec![(0, 0)],
