@@ -31,6 +31,14 @@ APT_PACKAGES=(
     pigz
     # testkit regenerates random.tar with tools/esgz-oracle/gen_inputs.py
     python3
+    # estargz-snapshotter/tests (containerd_e2e, remote_e2e): real containerd 1.6 + runc, a
+    # registry, busybox for the test images, FUSE, and ctr-remote (rpull with remote labels)
+    containerd
+    runc
+    docker-registry
+    busybox-static
+    fuse3
+    stargz-snapshotter
 )
 
 # Services the tests need (containerd, a registry, ...): start them here, and register how to

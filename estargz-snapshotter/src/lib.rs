@@ -1,7 +1,21 @@
-//! The `estargz` command-line tool's commands, and (later) the containerd proxy snapshotter.
+//! The `estargz` command-line tool and the `estargz-snapshotter` daemon, containerd's proxy
+//! snapshotter that lazily pulls eStargz images.
 //!
-//! The binary `estargz` is a thin wrapper over [`cli::main`]; each subcommand lives in its own
-//! module of [`cli`].
+//! - [`cli`]: the `estargz` command line (a thin binary over [`cli::main`]).
+//! - [`daemon`]: the `estargz-snapshotter` daemon (a thin binary over [`daemon::main`]).
+//! - [`snapshotter`]: containerd's overlayfs snapshotter semantics, metadata in an embedded
+//!   database, and the remote-layer hook; [`service`] serves it over gRPC.
+//! - [`remote`]: remote (lazy) layers; [`status`] and [`metrics`]: what the daemon reports.
+//! - [`api`]: containerd's gRPC API, generated from the vendored protos.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod metrics;
+pub mod remote;
+pub mod service;
+pub mod snapshotter;
+pub mod status;

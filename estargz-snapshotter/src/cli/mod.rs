@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod inspect;
+mod mount;
+mod status;
 
 /// Inspect, read, verify and build eStargz / zstd:chunked container image layers.
 #[derive(Debug, Parser)]
@@ -31,6 +33,10 @@ enum Command {
     Verify(inspect::VerifyArgs),
     /// Print the raw TOC JSON, exactly as stored.
     Toc(inspect::TocArgs),
+    /// Mount a layer as a read-only FUSE filesystem (foreground; Ctrl-C unmounts).
+    Mount(mount::MountArgs),
+    /// Show the snapshotter daemon's layers: remote or local, fetched %, why not remote.
+    Status(status::StatusArgs),
 }
 
 /// How to open a blob: shared by every read command.
@@ -80,6 +86,8 @@ pub fn main() -> ExitCode {
         Command::Cat(a) => inspect::cat(&a),
         Command::Verify(a) => inspect::verify(&a),
         Command::Toc(a) => inspect::toc(&a),
+        Command::Mount(a) => mount::mount(&a),
+        Command::Status(a) => status::status(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,218 @@
+//! The FUSE mounts of remote layers, in whichever process hosts them (the daemon itself, or
+//! the FUSE manager that outlives it).
+//!
+//! One `estargz_fuse::Mount` per layer snapshot, keyed by mountpoint. Resolving a layer
+//! (labels → a verified [`LayerSource`]) is [`resolve`]: it checks the TOC digest before
+//! anything is mounted, so a layer whose TOC does not match is never served.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use estargz_fuse::{LayerSource, LocalLayer, LocalOptions, Mount, MountOptions};
+
+use super::labels::{self, LayerRef, VerifyPolicy};
+use crate::config::Config;
+use crate::snapshotter::{Fallback, RemoteProgress};
+
+struct Mounted {
+    mount: Mount,
+    digest: String,
+}
+
+/// The mounted layers of this process.
+pub struct LayerHost {
+    config: Config,
+    mounts: Mutex<HashMap<PathBuf, Mounted>>,
+}
+
+impl std::fmt::Debug for LayerHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerHost")
+            .field("mounts", &self.lock().keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Opens the layer the labels describe, verified against its TOC digest.
+pub fn resolve(
+    config: &Config,
+    layer: &LayerRef,
+    cache_dir: &Path,
+) -> Result<Arc<dyn LayerSource>, Fallback> {
+    let mut opts = LocalOptions::default();
+    opts.open.expected_toc_digest = layer.toc_digest;
+    opts.open.verify_chunks = !config.disable_verification;
+    opts.prefetch = !config.noprefetch;
+    opts.background_fetch = !config.no_background_fetch;
+    if config.filesystem_cache_type != "memory" {
+        opts.cache_dir = Some(cache_dir.to_path_buf());
+    }
+    // Local copies first: `file://` alternative URLs, then the configured local directories.
+    let digest = layer.digest.to_string();
+    let (algo, hex) = digest.split_once(':').unwrap_or(("sha256", &digest));
+    let mut candidates: Vec<PathBuf> = layer
+        .urls
+        .iter()
+        .filter_map(|u| u.strip_prefix("file://"))
+        .map(PathBuf::from)
+        .collect();
+    for dir in &config.resolver.local_dirs {
+        candidates.push(dir.join(algo).join(hex));
+        candidates.push(dir.join("blobs").join(algo).join(hex));
+    }
+    for path in candidates {
+        if path.is_file() {
+            return match LocalLayer::open(&path, opts.clone()) {
+                Ok(l) => Ok(Arc::new(l)),
+                Err(e) => Err(classify(&e.to_string(), &path.display().to_string())),
+            };
+        }
+    }
+    Err(Fallback {
+        kind: "registry",
+        reason: format!(
+            "cannot fetch {} of {} from the registry: remote registry layers need estargz-io, \
+             which this build does not have yet",
+            layer.digest, layer.reference
+        ),
+    })
+}
+
+/// A fallback class for an open error: a TOC digest mismatch, a blob that is not eStargz, or
+/// anything else.
+fn classify(err: &str, what: &str) -> Fallback {
+    let lower = err.to_ascii_lowercase();
+    let kind = if lower.contains("toc digest") || lower.contains("toc_digest") {
+        "toc-digest-mismatch"
+    } else if lower.contains("footer")
+        || lower.contains("not an estargz")
+        || lower.contains("magic")
+    {
+        "not-estargz"
+    } else {
+        "open"
+    };
+    Fallback {
+        kind,
+        reason: format!("{what}: {err}"),
+    }
+}
+
+impl LayerHost {
+    /// A host with no mounts.
+    pub fn new(config: Config) -> Self {
+        LayerHost {
+            config,
+            mounts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Mounted>> {
+        self.mounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A cache directory per mount: a mirror that serves damaged bytes must not poison the
+    /// cache of another mount of the same digest. Removed at unmount.
+    fn cache_dir(&self, mountpoint: &Path) -> PathBuf {
+        use sha2::Digest as _;
+        let h = hex::encode(sha2::Sha256::digest(
+            mountpoint.as_os_str().as_encoded_bytes(),
+        ));
+        self.config.root.join("cache").join(&h[..24])
+    }
+
+    /// Mounts the layer described by `labels` at `mountpoint`.
+    pub fn mount(
+        &self,
+        mountpoint: &Path,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), Fallback> {
+        if self.is_mounted(mountpoint) {
+            return Ok(());
+        }
+        let policy = VerifyPolicy {
+            disable: self.config.disable_verification,
+            allow_skip_label: self.config.allow_no_verification,
+        };
+        let layer = labels::parse(labels, policy)?;
+        let digest = layer.digest.to_string();
+        let source = resolve(&self.config, &layer, &self.cache_dir(mountpoint))?;
+        let mut opts = MountOptions {
+            auto_unmount: false,
+            allow_other: true,
+            ..MountOptions::default()
+        };
+        opts.fsname = format!("estargz:{}", &digest[..digest.len().min(19)]);
+        opts.fs.passthrough = self.config.fuse.passthrough;
+        opts.fs.read_timeout = Some(Duration::from_secs(
+            self.config.blob.fetching_timeout_sec.max(1),
+        ));
+        let mount = Mount::new(Arc::new(source), mountpoint, &opts).map_err(|e| Fallback {
+            kind: "mount",
+            reason: format!("FUSE mount at {}: {e}", mountpoint.display()),
+        })?;
+        tracing::info!(mountpoint = %mountpoint.display(), digest = %digest, reference = %layer.reference, "layer mounted");
+        self.lock()
+            .insert(mountpoint.to_path_buf(), Mounted { mount, digest });
+        Ok(())
+    }
+
+    /// Whether a live mount of ours is at `mountpoint`.
+    pub fn is_mounted(&self, mountpoint: &Path) -> bool {
+        self.lock()
+            .get(mountpoint)
+            .is_some_and(|m| m.mount.is_alive())
+    }
+
+    /// Checks a mounted layer.
+    pub fn check(&self, mountpoint: &Path) -> Result<(), String> {
+        match self.lock().get(mountpoint) {
+            Some(m) if m.mount.is_alive() => Ok(()),
+            Some(_) => Err("the layer's FUSE session ended".to_owned()),
+            None => Err("the layer is not mounted".to_owned()),
+        }
+    }
+
+    /// Unmounts the layer at `mountpoint`.
+    pub fn unmount(&self, mountpoint: &Path) -> Result<(), String> {
+        let m = self.lock().remove(mountpoint);
+        let result = match m {
+            Some(m) => m.mount.unmount().map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        let _ = std::fs::remove_dir_all(self.cache_dir(mountpoint));
+        result
+    }
+
+    /// Progress of the layer at `mountpoint`.
+    pub fn progress(&self, mountpoint: &Path) -> Option<RemoteProgress> {
+        let mounts = self.lock();
+        let m = mounts.get(mountpoint)?;
+        let s = m.mount.stats();
+        Some(RemoteProgress {
+            size: s.source.blob_size,
+            fetched: s.source.fetched_bytes,
+            error: s.last_error,
+        })
+    }
+
+    /// Every mountpoint and layer digest.
+    pub fn list(&self) -> Vec<(PathBuf, String)> {
+        self.lock()
+            .iter()
+            .map(|(p, m)| (p.clone(), m.digest.clone()))
+            .collect()
+    }
+
+    /// Unmounts everything.
+    pub fn unmount_all(&self) {
+        let all: Vec<PathBuf> = self.lock().keys().cloned().collect();
+        for p in all {
+            let _ = self.unmount(&p);
+        }
+    }
+}
