@@ -164,6 +164,22 @@ impl Error {
         }
     }
 
+    /// Fills in the file path of a chunk error that was raised without one (`path` is only
+    /// called when needed).
+    pub fn with_path(mut self, path: impl FnOnce() -> String) -> Self {
+        match &mut self {
+            Error::ChunkDigestMismatch { path: p, .. }
+            | Error::MissingDigest { path: p, .. }
+            | Error::Decompress { path: p, .. }
+                if p.is_empty() =>
+            {
+                *p = path();
+            }
+            _ => {}
+        }
+        self
+    }
+
     /// True when the error means the data did not match its digest (tampering or corruption).
     pub fn is_integrity(&self) -> bool {
         matches!(

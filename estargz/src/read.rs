@@ -293,7 +293,10 @@ impl<R: ReadAt> Reader<R> {
         let plan = ReadPlan::new(&self.index, node, offset, buf.len() as u64)?;
         let mut n = 0;
         for chunk in plan.chunks() {
-            let vc = self.read_chunk(&self.path_for_errors(node), chunk)?;
+            // The path only names the file in an error: find it (a tree walk) only then.
+            let vc = self
+                .read_chunk("", chunk)
+                .map_err(|e| e.with_path(|| self.path_for_errors(node)))?;
             n += plan.copy_out(&vc, buf);
         }
         Ok(n)

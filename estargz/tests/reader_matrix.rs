@@ -411,6 +411,10 @@ fn ver_corrupting_one_packed_member_fails_only_its_chunks() {
         match r.read_at(node, 0, &mut buf) {
             Err(err) => {
                 assert!(err.is_integrity(), "{path}: {err}");
+                assert!(
+                    err.to_string().contains(path),
+                    "the error names the file: {err}"
+                );
                 failed += 1;
             }
             Ok(n) => assert_eq!(&buf[..n], want, "{path}"),
