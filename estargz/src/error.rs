@@ -144,6 +144,36 @@ pub enum Error {
     /// A read asked for a negative/invalid range or the caller misused the plan API.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    /// The builder's input is not a valid tar archive (bad checksum, truncated, bad field).
+    #[error("input tar at offset {offset}{}: {reason}", if entry.is_empty() { String::new() } else { format!(" (entry {entry:?})") })]
+    Tar {
+        /// Offset of the header (or data) where the problem is.
+        offset: u64,
+        /// The entry's name as far as it is known (may be empty).
+        entry: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The builder's input has an entry eStargz cannot carry (PAX global header, sparse or
+    /// contiguous file, unknown type).
+    #[error("input tar entry {entry:?} at offset {offset} (typeflag {typeflag:?}): {reason}")]
+    UnsupportedEntry {
+        /// Offset of the entry's first header.
+        offset: u64,
+        /// The entry's name.
+        entry: String,
+        /// Its tar typeflag.
+        typeflag: char,
+        /// Why and what to do.
+        reason: String,
+    },
+
+    /// Prioritised files are missing from the builder's input (and missing ones are not
+    /// allowed).
+    #[error("prioritized files not found in the input tar: {}", .0.join(", "))]
+    PrioritizedNotFound(Vec<String>),
 }
 
 impl Error {

@@ -16,6 +16,8 @@
 //!   hardlinks, link counts and chunk lists, stored compactly.
 //! - [`plan`]: the sans-I/O steps of reading (which ranges to fetch, decoding the TOC,
 //!   [`ReadPlan`], verified chunk decoding), shared by the sync and async readers.
+//! - [`build`]: the builder ([`Builder`]): a tar, tar.gz or tar.zst in, an eStargz or
+//!   zstd:chunked blob out, with a [`BuildReport`] of digests and annotations.
 //! - [`read`]: the positioned-read trait ([`ReadAt`]) and the blob [`Reader`] with verified
 //!   random-access file reads.
 //!
@@ -33,6 +35,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod build;
 pub mod digest;
 pub mod error;
 pub mod footer;
@@ -41,6 +44,7 @@ pub mod plan;
 pub mod read;
 pub mod toc;
 
+pub use build::{BuildOptions, BuildReport, Builder};
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use footer::Footer;
