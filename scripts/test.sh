@@ -39,6 +39,11 @@ APT_PACKAGES=(
     busybox-static
     fuse3
     stargz-snapshotter
+    # estargz-io/tests/registry.rs: htpasswd (apache2-utils) for the basic-auth registry, the
+    # token server's JWT signing (python3-cryptography), skopeo for interop pushes
+    apache2-utils
+    python3-cryptography
+    skopeo
 )
 
 # Services the tests need (containerd, a registry, ...): start them here, and register how to

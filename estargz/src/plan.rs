@@ -519,13 +519,43 @@ impl ReadPlan {
     /// Copies the part of `chunk` that falls in this plan's range into `buf`, where `buf[0]`
     /// is file offset `self.range().start`. Returns the number of bytes copied.
     pub fn copy_out(&self, chunk: &VerifiedChunk, buf: &mut [u8]) -> usize {
-        let c = chunk.chunk();
+        self.copy_chunk_data(chunk.chunk(), chunk.data(), buf)
+    }
+
+    /// Like [`ReadPlan::copy_out`], for verified chunk bytes kept elsewhere after
+    /// [`decode_chunk`] returned them (a cache of verified chunks keyed by digest): `data` must
+    /// be the whole uncompressed content of `chunk`. Returns the number of bytes copied (0 when
+    /// `data` is shorter than the chunk says).
+    ///
+    /// ```
+    /// use estargz::{plan::ReadPlan, Reader};
+    ///
+    /// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/vectors/edge-gzip-chunk64k/blob.esgz");
+    /// let reader = Reader::open(std::fs::File::open(path)?)?;
+    /// let node = reader.index().lookup("sizes/64k+1").unwrap();
+    /// let plan = ReadPlan::new(reader.index(), node, 65530, 10)?;
+    /// let mut buf = [0u8; 10];
+    /// let mut n = 0;
+    /// for chunk in plan.chunks() {
+    ///     let verified = reader.read_chunk("sizes/64k+1", chunk)?;
+    ///     let kept: Vec<u8> = verified.into_data(); // e.g. stored in a cache
+    ///     n += plan.copy_chunk_data(chunk, &kept, &mut buf);
+    /// }
+    /// assert_eq!(n, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn copy_chunk_data(&self, chunk: &Chunk, data: &[u8], buf: &mut [u8]) -> usize {
+        let c = chunk;
         let from = self.range.start.max(c.file_offset());
         let to = self.range.end.min(c.file_offset() + c.size());
         if from >= to {
             return 0;
         }
-        let src = &chunk.data()[(from - c.file_offset()) as usize..(to - c.file_offset()) as usize];
+        let Some(src) =
+            data.get((from - c.file_offset()) as usize..(to - c.file_offset()) as usize)
+        else {
+            return 0;
+        };
         let dst_start = (from - self.range.start) as usize;
         let Some(dst) = buf.get_mut(dst_start..dst_start + src.len()) else {
             return 0;

@@ -253,6 +253,9 @@ fn base64_std(data: &[u8]) -> String {
 }
 
 pub fn cat(a: &CatArgs) -> Result<(), String> {
+    if super::remote::is_remote(&a.blob.blob.to_string_lossy()) {
+        return super::remote::cat(&a.blob, &a.path, a.offset, a.length);
+    }
     let r = a.blob.open()?;
     let mut f = r.open_file(&a.path).map_err(|e| e.to_string())?;
     let end = match a.length {
@@ -314,7 +317,7 @@ pub fn verify(a: &VerifyArgs) -> Result<(), String> {
 }
 
 pub fn toc(a: &TocArgs) -> Result<(), String> {
-    let r: Reader<std::fs::File> = a.blob.open()?;
+    let r: Reader<super::remote::Blob> = a.blob.open()?;
     let json = r.toc_json().map_err(|e| e.to_string())?;
     write_result(io::stdout().lock().write_all(&json))
 }

@@ -9,8 +9,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod convert;
 mod inspect;
 mod mount;
+mod remote;
 mod status;
 
 /// Inspect, read, verify and build eStargz / zstd:chunked container image layers.
@@ -23,6 +25,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Convert a tar / tar.gz / tar.zst layer into an eStargz or zstd:chunked blob.
+    Convert(convert::ConvertArgs),
     /// Show a blob's format, TOC location and digest, entry counts and prefetch landmark.
     Info(inspect::InfoArgs),
     /// List every entry of the blob's normalised file tree, one per line.
@@ -42,9 +46,13 @@ enum Command {
 /// How to open a blob: shared by every read command.
 #[derive(Debug, Args)]
 pub struct BlobArgs {
-    /// The blob: a local file path.
+    /// The blob: a local file path, a registry blob `HOST[:PORT]/REPO@sha256:DIGEST`, or an
+    /// `http(s)://` URL (remote blobs are read lazily).
     #[arg(value_name = "BLOB")]
     pub blob: PathBuf,
+    /// Talk plain HTTP to the registry of a remote BLOB (loopback registries always do).
+    #[arg(long)]
+    pub plain_http: bool,
     /// The TOC blob of a layer with an external TOC (`gzip(tar(stargz.index.json))`).
     #[arg(long, value_name = "FILE")]
     pub toc: Option<PathBuf>,
@@ -59,9 +67,15 @@ pub struct BlobArgs {
 
 impl BlobArgs {
     /// Opens the blob as these arguments say.
-    pub fn open(&self) -> Result<estargz::Reader<std::fs::File>, String> {
-        let file = std::fs::File::open(&self.blob)
-            .map_err(|e| format!("cannot open {}: {e}", self.blob.display()))?;
+    pub fn open(&self) -> Result<estargz::Reader<remote::Blob>, String> {
+        let file = if remote::is_remote(&self.blob.to_string_lossy()) {
+            remote::open_view(self)?
+        } else {
+            remote::Blob::Local(
+                std::fs::File::open(&self.blob)
+                    .map_err(|e| format!("cannot open {}: {e}", self.blob.display()))?,
+            )
+        };
         let mut opts = estargz::OpenOptions::default();
         if let Some(d) = &self.toc_digest {
             opts.expected_toc_digest =
@@ -81,6 +95,7 @@ impl BlobArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Convert(a) => convert::convert(&a),
         Command::Info(a) => inspect::info(&a),
         Command::Ls(a) => inspect::ls(&a),
         Command::Cat(a) => inspect::cat(&a),
