@@ -47,9 +47,12 @@ fn registry_with_vector(dir: &Path) -> Option<(Registry, String, u64, Vector)> {
     }))
     .expect("manifest json");
     let image = Image {
-        blobs: [(digest.clone(), blob), (common::sha256(b"{}"), b"{}".to_vec())]
-            .into_iter()
-            .collect(),
+        blobs: [
+            (digest.clone(), blob),
+            (common::sha256(b"{}"), b"{}".to_vec()),
+        ]
+        .into_iter()
+        .collect(),
         manifest_digest: common::sha256(&manifest),
         manifest,
         layers: vec![digest.clone()],
@@ -60,10 +63,7 @@ fn registry_with_vector(dir: &Path) -> Option<(Registry, String, u64, Vector)> {
 }
 
 fn served(reg: &Registry, dir: &Path, digest: &str) -> u64 {
-    reg.blob_bytes_served(dir)
-        .get(digest)
-        .copied()
-        .unwrap_or(0)
+    reg.blob_bytes_served(dir).get(digest).copied().unwrap_or(0)
 }
 
 #[test]
