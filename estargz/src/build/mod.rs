@@ -56,6 +56,8 @@
 //! - Hardlink chains in the prioritised list are followed at most 256 deep (Go recurses
 //!   forever on a cycle).
 //! - A zero block followed by a non-zero block is an error (as in Go), never silently the end.
+//! - A non-directory entry whose name cleans to the root (an empty name, `.`, `/`, `..`) is an
+//!   error naming the entry: no reader could place it (found by the `build_tar` fuzz target).
 //!
 //! # Deflate implementation and level
 //!
@@ -373,6 +375,7 @@ impl Builder {
             let mut reader = TarReader::new(&mut src, len, self.opts.unsupported)?;
             while let Some(mut e) = reader.next_entry()? {
                 if self.accept(&mut e)? {
+                    check_not_root(&e)?;
                     entries.push(e);
                 }
             }
@@ -463,6 +466,23 @@ impl Builder {
             UnsupportedEntries::Convert => Ok(false),
         }
     }
+}
+
+/// A name that cleans to the layer root (empty, `.`, `./`, `/`, `..`) may only be a directory:
+/// a file, link or device there would be an entry no reader can place (the reader refuses the
+/// whole layer), so it is an error naming the entry, as a corrupt header would be.
+fn check_not_root(e: &TarEntry) -> Result<()> {
+    if e.typeflag != b'5' && order::clean_name(&e.name).is_empty() {
+        return Err(tar_in::tar_err(
+            e.header_offset,
+            &e.name_lossy(),
+            format!(
+                "a non-directory entry (typeflag {:?}) names the layer root",
+                char::from(e.typeflag)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Counts bytes read, for spooling progress.
