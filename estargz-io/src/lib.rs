@@ -16,6 +16,7 @@
 //! - [`blocking`]: a source as the core crate's synchronous `ReadAt`, for callers without a
 //!   runtime.
 //! - [`registry`]: registry writes (blob uploads, cross-repo mounts, manifests).
+//! - [`image`]: whole-image conversion between OCI layouts and registries.
 //!
 //! A byte reaches a caller only after its chunk's digest matched: chunks are turned into bytes
 //! by [`estargz::plan::decode_chunk`] and nothing else.
@@ -46,6 +47,7 @@ pub mod config;
 mod docblob;
 pub mod error;
 pub mod http;
+pub mod image;
 pub mod layer;
 pub mod plan;
 pub mod reference;

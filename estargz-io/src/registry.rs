@@ -383,6 +383,145 @@ impl RegistryClient {
         })
     }
 
+    /// Uploads the file at `path` (whose digest is `digest`) unless the repository has it
+    /// already: one request when it is at most `chunk_size` bytes, else in `chunk_size`
+    /// pieces read from the file one at a time (a layer is never held in memory whole).
+    /// Returns `true` when bytes were uploaded.
+    pub async fn upload_blob_file(
+        &self,
+        repo: &str,
+        path: &std::path::Path,
+        digest: &Digest,
+        chunk_size: usize,
+    ) -> Result<bool> {
+        use tokio::io::AsyncReadExt;
+        if self.blob_exists(repo, digest).await? {
+            return Ok(false);
+        }
+        let ctx = |e| Error::io(format!("reading {}", path.display()), e);
+        let mut file = tokio::fs::File::open(path).await.map_err(ctx)?;
+        let len = file.metadata().await.map_err(ctx)?.len();
+        let chunk_size = chunk_size.max(1);
+        let mut loc = self.start_upload(repo).await?;
+        if len <= chunk_size as u64 {
+            let mut buf = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut buf).await.map_err(ctx)?;
+            self.finish_upload(repo, loc, digest, Some(Bytes::from(buf)))
+                .await?;
+            return Ok(true);
+        }
+        let mut off = 0u64;
+        while off < len {
+            let want = (len - off).min(chunk_size as u64) as usize;
+            let mut buf = vec![0u8; want];
+            file.read_exact(&mut buf).await.map_err(ctx)?;
+            let end = off + want as u64;
+            let resp = self
+                .send(
+                    &Self::push_scope(repo),
+                    Method::PATCH,
+                    loc.clone(),
+                    &[
+                        ("Content-Type", "application/octet-stream".into()),
+                        ("Content-Range", format!("{off}-{}", end - 1)),
+                    ],
+                    Some(Bytes::from(buf)),
+                )
+                .await?;
+            if resp.status() != StatusCode::ACCEPTED {
+                return Err(status_error(Method::PATCH, &loc, resp).await);
+            }
+            loc = location(&loc, &resp)?;
+            off = end;
+        }
+        self.finish_upload(repo, loc, digest, None).await?;
+        Ok(true)
+    }
+
+    /// Streams a blob into `out` (from its current position), checking its digest and that it
+    /// is exactly `size` bytes; returns the number of bytes written.
+    pub async fn get_blob_to_file(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        out: &mut tokio::fs::File,
+    ) -> Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let url = self.url(&format!("/{repo}/blobs/{digest}"))?;
+        let resp = self
+            .send(
+                &format!("repository:{repo}:pull"),
+                Method::GET,
+                url.clone(),
+                &[],
+                None,
+            )
+            .await?;
+        let mut resp = if resp.status().is_redirection() {
+            let loc = location(&url, &resp)?;
+            self.client
+                .get(loc)
+                .send()
+                .await
+                .map_err(|e| Error::Transport {
+                    method: "GET",
+                    url: url.to_string(),
+                    range: RangeList::default(),
+                    message: e.to_string(),
+                    timeout: e.is_timeout(),
+                })?
+        } else {
+            resp
+        };
+        if !resp.status().is_success() {
+            return Err(status_error(Method::GET, &url, resp).await);
+        }
+        let mut hasher = estargz::digest::Hasher::new();
+        let mut n = 0u64;
+        let protocol = |reason: String| Error::Protocol {
+            url: url.to_string(),
+            range: RangeList::default(),
+            reason,
+        };
+        loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
+                    n += c.len() as u64;
+                    if n > size {
+                        return Err(protocol(format!("blob is larger than its {size} bytes")));
+                    }
+                    hasher.update(&c);
+                    out.write_all(&c)
+                        .await
+                        .map_err(|e| Error::io("writing a downloaded blob", e))?;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(Error::Transport {
+                        method: "GET",
+                        url: url.to_string(),
+                        range: RangeList::default(),
+                        message: e.to_string(),
+                        timeout: e.is_timeout(),
+                    })
+                }
+            }
+        }
+        out.flush()
+            .await
+            .map_err(|e| Error::io("writing a downloaded blob", e))?;
+        if n != size {
+            return Err(protocol(format!(
+                "blob is {n} bytes, its descriptor says {size}"
+            )));
+        }
+        if hasher.finish() != *digest {
+            return Err(protocol(format!("blob does not hash to {digest}")));
+        }
+        Ok(n)
+    }
+
     /// Fetches a whole blob (configs, small layers), checking its digest, refusing more than
     /// `max_bytes`.
     pub async fn get_blob(&self, repo: &str, digest: &Digest, max_bytes: u64) -> Result<Bytes> {

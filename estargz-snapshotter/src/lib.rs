@@ -15,6 +15,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod metrics;
+pub mod pull;
 pub mod remote;
 pub mod service;
 pub mod snapshotter;

@@ -22,6 +22,22 @@ pub struct ConvertArgs {
     /// Output blob; `-` for stdout.
     #[arg(value_name = "OUT")]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub build: BuildFlags,
+    /// Write the TOC to this separate blob (`gzip(tar(stargz.index.json))`) and end OUT with
+    /// the external-TOC footer.
+    #[arg(long, value_name = "TOCFILE")]
+    pub external_toc: Option<PathBuf>,
+    /// Print one JSON object: tocDigest, diffId, uncompressedSize, blobDigest, blobSize,
+    /// annotations.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The flags that say how a layer is built, shared by `estargz convert` and
+/// `estargz image convert`.
+#[derive(Debug, Args)]
+pub struct BuildFlags {
     /// Chunk size in bytes (default 4 MiB).
     #[arg(long, value_name = "N")]
     pub chunk_size: Option<u64>,
@@ -45,10 +61,6 @@ pub struct ConvertArgs {
     /// Write zstd:chunked instead of eStargz (gzip).
     #[arg(long)]
     pub zstd_chunked: bool,
-    /// Write the TOC to this separate blob (`gzip(tar(stargz.index.json))`) and end OUT with
-    /// the external-TOC footer.
-    #[arg(long, value_name = "TOCFILE")]
-    pub external_toc: Option<PathBuf>,
     /// Compression threads (default: all cores). The output does not depend on it.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -60,10 +72,54 @@ pub struct ConvertArgs {
     /// headers, skip other unknown entry types.
     #[arg(long)]
     pub convert_unsupported: bool,
-    /// Print one JSON object: tocDigest, diffId, uncompressedSize, blobDigest, blobSize,
-    /// annotations.
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl BuildFlags {
+    /// The builder options these flags ask for (no progress callback, no external TOC).
+    pub fn options(&self) -> Result<BuildOptions, String> {
+        let a = self;
+        let mut prioritized = Vec::new();
+        if let Some(f) = &a.prioritized_files {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            prioritized.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        if let Some(f) = &a.record_in {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            prioritized.extend(
+                estargz::build::parse_record_file(&text)
+                    .map_err(|e| format!("{}: {e}", f.display()))?,
+            );
+        }
+        Ok(BuildOptions {
+            format: if a.zstd_chunked {
+                OutputFormat::ZstdChunked
+            } else {
+                OutputFormat::Estargz
+            },
+            level: a.level,
+            chunk_size: a.chunk_size.unwrap_or(0),
+            min_chunk_size: a.min_chunk_size.unwrap_or(0),
+            prioritized,
+            allow_missing_prioritized: a.allow_missing_prioritized,
+            external_toc: false,
+            threads: a.threads.unwrap_or(0),
+            unsupported: if a.skip_unsupported {
+                UnsupportedEntries::Skip
+            } else if a.convert_unsupported {
+                UnsupportedEntries::Convert
+            } else {
+                UnsupportedEntries::Error
+            },
+            progress: None,
+        })
+    }
 }
 
 fn is_dash(p: &std::path::Path) -> bool {
@@ -72,53 +128,14 @@ fn is_dash(p: &std::path::Path) -> bool {
 
 /// Runs `estargz convert`.
 pub fn convert(a: &ConvertArgs) -> Result<(), String> {
-    let mut prioritized = Vec::new();
-    if let Some(f) = &a.prioritized_files {
-        let text =
-            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-        prioritized.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_string),
-        );
-    }
-    if let Some(f) = &a.record_in {
-        let text =
-            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-        prioritized.extend(
-            estargz::build::parse_record_file(&text)
-                .map_err(|e| format!("{}: {e}", f.display()))?,
-        );
-    }
     let input_len = if is_dash(&a.input) {
         None
     } else {
         std::fs::metadata(&a.input).ok().map(|m| m.len())
     };
     let bar = progress_bar(input_len);
-    let mut opts = BuildOptions {
-        format: if a.zstd_chunked {
-            OutputFormat::ZstdChunked
-        } else {
-            OutputFormat::Estargz
-        },
-        level: a.level,
-        chunk_size: a.chunk_size.unwrap_or(0),
-        min_chunk_size: a.min_chunk_size.unwrap_or(0),
-        prioritized,
-        allow_missing_prioritized: a.allow_missing_prioritized,
-        external_toc: a.external_toc.is_some(),
-        threads: a.threads.unwrap_or(0),
-        unsupported: if a.skip_unsupported {
-            UnsupportedEntries::Skip
-        } else if a.convert_unsupported {
-            UnsupportedEntries::Convert
-        } else {
-            UnsupportedEntries::Error
-        },
-        progress: None,
-    };
+    let mut opts = a.build.options()?;
+    opts.external_toc = a.external_toc.is_some();
     if let Some(bar) = &bar {
         let bar = bar.clone();
         opts.progress = Some(Arc::new(move |p| match p {

@@ -10,8 +10,10 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod convert;
+mod image;
 mod inspect;
 mod mount;
+mod pull;
 mod remote;
 mod status;
 
@@ -27,6 +29,8 @@ pub struct Cli {
 enum Command {
     /// Convert a tar / tar.gz / tar.zst layer into an eStargz or zstd:chunked blob.
     Convert(convert::ConvertArgs),
+    /// Whole images: `estargz image convert SRC DST` (OCI layouts and registries).
+    Image(image::ImageArgs),
     /// Show a blob's format, TOC location and digest, entry counts and prefetch landmark.
     Info(inspect::InfoArgs),
     /// List every entry of the blob's normalised file tree, one per line.
@@ -96,6 +100,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Convert(a) => convert::convert(&a),
+        Command::Image(a) => image::image(&a),
         Command::Info(a) => inspect::info(&a),
         Command::Ls(a) => inspect::ls(&a),
         Command::Cat(a) => inspect::cat(&a),
