@@ -22,6 +22,16 @@ pub enum Error {
         source: estargz::Error,
     },
 
+    /// A remote blob could not be opened (network, registry, TOC digest, format).
+    #[error("cannot open layer {what}: {source}")]
+    Remote {
+        /// Which blob (a URL or registry reference).
+        what: String,
+        /// What `estargz-io` said.
+        #[source]
+        source: Box<estargz_io::Error>,
+    },
+
     /// A file or directory of the local cache could not be used.
     #[error("cache {path}: {source}")]
     Cache {

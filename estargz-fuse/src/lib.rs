@@ -1,8 +1,8 @@
 //! An eStargz layer as a read-only FUSE filesystem that overlayfs can stack.
 //!
 //! - [`LayerSource`]: where the bytes come from. [`LocalLayer`] serves a blob on local disk
-//!   (with an optional verified whole-file cache, [`FileCache`]); `estargz-io`'s remote layer
-//!   plugs in the same way.
+//!   (with an optional verified whole-file cache, [`FileCache`]); [`RemoteSource`] serves
+//!   `estargz-io`'s `RemoteLayer` (a registry blob or an HTTP(S) URL, fetched lazily).
 //! - [`LayerFs`]: the `fuser` filesystem: lookup, getattr, readdir(plus), readlink, open,
 //!   read, release, getxattr, listxattr, statfs, access. Attributes exactly as the TOC says,
 //!   stable inode numbers (`node id + 1`), long cache timeouts, OCI whiteouts shown as
@@ -30,6 +30,7 @@ pub mod error;
 pub mod fs;
 pub mod local;
 pub mod mount;
+pub mod remote;
 pub mod source;
 pub mod stats;
 pub mod tree;
@@ -39,8 +40,11 @@ pub use error::{Error, Result};
 pub use fs::{FsOptions, LayerFs, OpaqueXattr, StatsHandle};
 pub use local::{LocalLayer, LocalOptions};
 pub use mount::{Mount, MountOptions};
+pub use remote::{RemoteOptions, RemoteSource};
 pub use source::{LayerSource, SourceStats};
 pub use stats::FsStats;
 
 /// The core format crate, re-exported.
 pub use estargz;
+/// The async I/O crate (remote layers, sources, caches), re-exported.
+pub use estargz_io;

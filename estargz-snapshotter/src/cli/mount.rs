@@ -1,5 +1,10 @@
 //! `estargz mount BLOB MOUNTPOINT`: serve a layer as a read-only FUSE filesystem.
 //!
+//! BLOB is a local file, a registry blob (`HOST[:PORT]/REPO@sha256:DIGEST`) or an `http(s)://`
+//! URL; remote blobs are read lazily through `estargz-io` (only the chunks that processes read
+//! are fetched, each verified before it is served) and need `--toc-digest` unless
+//! `--allow-unverified-toc` says otherwise.
+//!
 //! Runs in the foreground until SIGINT, SIGTERM or SIGHUP, or until someone unmounts the
 //! mountpoint; then unmounts and prints what was fetched and served. SIGUSR1 prints the same
 //! counters without stopping.
@@ -9,7 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use estargz_fuse::{LocalLayer, LocalOptions, Mount, MountOptions, OpaqueXattr};
+use estargz_fuse::estargz_io::cache::CacheOptions;
+use estargz_fuse::estargz_io::{ChunkCache, LayerOptions};
+use estargz_fuse::{
+    LayerSource, LocalLayer, LocalOptions, Mount, MountOptions, OpaqueXattr, RemoteOptions,
+    RemoteSource,
+};
+
+use super::BlobArgs;
 
 /// Which xattr opaque directories carry.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -32,30 +44,37 @@ prints the counters on exit and on SIGUSR1. A dead mount left by a killed daemon
 MOUNTPOINT is cleared first."
 )]
 pub struct MountArgs {
-    /// The blob: a local file. (Registry blobs need the estargz-io crate; not yet in this build.)
+    /// The blob: a local file path, a registry blob `HOST[:PORT]/REPO@sha256:DIGEST`, or an
+    /// `http(s)://` URL (remote blobs are fetched lazily, chunk by chunk, each verified).
     #[arg(value_name = "BLOB")]
     pub blob: String,
     /// Where to mount (an existing directory).
     #[arg(value_name = "MOUNTPOINT")]
     pub mountpoint: PathBuf,
-    /// Refuse the blob unless its TOC hashes to this digest (`sha256:<hex>`).
+    /// Refuse the blob unless its TOC hashes to this digest (`sha256:<hex>`). Required for a
+    /// remote blob unless --allow-unverified-toc.
     #[arg(long, value_name = "DIGEST")]
     pub toc_digest: Option<String>,
+    /// Mount a remote blob without --toc-digest: its TOC is then trusted as fetched (chunks are
+    /// still verified against it).
+    #[arg(long)]
+    pub allow_unverified_toc: bool,
     /// The TOC blob of a layer with an external TOC.
     #[arg(long, value_name = "FILE")]
     pub toc: Option<PathBuf>,
-    /// Keep whole verified files here (serving cached files from disk; needed by
-    /// --passthrough, --prefetch and --background-fetch). Default: a temporary directory
-    /// removed on exit.
+    /// Keep verified data here: whole files for a local blob (serving cached files from disk;
+    /// needed by --passthrough, --prefetch and --background-fetch), the disk tier of the chunk
+    /// cache for a remote blob. Default: a temporary directory removed on exit.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Cache the prioritised files (before the prefetch landmark) right after mounting.
+    /// Cache the prioritised files (before the prefetch landmark) right after mounting (for a
+    /// remote blob: fetch their chunks in one request).
     #[arg(long)]
     pub prefetch: bool,
     /// Cache every file in the background, after on-demand reads.
     #[arg(long)]
     pub background_fetch: bool,
-    /// Hand cached files to the kernel (FUSE passthrough, Linux >= 6.9).
+    /// Hand cached files to the kernel (FUSE passthrough, Linux >= 6.9; local blobs only).
     #[arg(long)]
     pub passthrough: bool,
     /// Let other users use the mount.
@@ -82,17 +101,13 @@ pub struct MountArgs {
     pub threads: usize,
 }
 
-fn is_remote(blob: &str) -> bool {
-    blob.starts_with("http://") || blob.starts_with("https://") || blob.contains('@')
-}
-
 /// Runs `estargz mount`.
 pub fn mount(a: &MountArgs) -> Result<(), String> {
-    if is_remote(&a.blob) {
-        let _ = a.plain_http;
+    let remote = super::remote::is_remote(&a.blob);
+    if remote && a.toc_digest.is_none() && !a.allow_unverified_toc {
         return Err(format!(
-            "{}: registry blobs need estargz-io's RemoteLayer, which this build does not have yet; \
-             pass a local file",
+            "{}: a remote blob needs --toc-digest (the layer's \
+             containerd.io/snapshot/stargz/toc.digest annotation), or --allow-unverified-toc",
             a.blob
         ));
     }
@@ -117,14 +132,18 @@ pub fn mount(a: &MountArgs) -> Result<(), String> {
             (d, true)
         }
     };
-    let result = serve(a, open, &cache_dir);
+    let result = if remote {
+        serve_remote(a, open, &cache_dir)
+    } else {
+        serve_local(a, open, &cache_dir)
+    };
     if temporary {
         let _ = std::fs::remove_dir_all(&cache_dir);
     }
     result
 }
 
-fn serve(
+fn serve_local(
     a: &MountArgs,
     open: estargz::OpenOptions,
     cache_dir: &std::path::Path,
@@ -140,6 +159,83 @@ fn serve(
         },
     )
     .map_err(|e| e.to_string())?;
+    serve(a, Arc::new(layer), None)
+}
+
+/// Opens a remote BLOB through `estargz-io` (chunk cache with its disk tier in `cache_dir`).
+fn serve_remote(
+    a: &MountArgs,
+    open: estargz::OpenOptions,
+    cache_dir: &std::path::Path,
+) -> Result<(), String> {
+    if a.passthrough {
+        eprintln!("estargz: --passthrough applies to local blobs only; serving every read");
+    }
+    let blob_args = BlobArgs {
+        blob: PathBuf::from(&a.blob),
+        plain_http: a.plain_http,
+        toc: a.toc.clone(),
+        toc_digest: a.toc_digest.clone(),
+        no_verify: false,
+    };
+    let source = super::remote::source(&blob_args)?;
+    let cache = ChunkCache::open(&CacheOptions {
+        dir: Some(cache_dir.to_path_buf()),
+        ..CacheOptions::default()
+    })
+    .map_err(|e| format!("cache {}: {e}", cache_dir.display()))?;
+    let mut layer_opts = LayerOptions {
+        expected_toc_digest: open.expected_toc_digest,
+        allow_unverified_toc: open.expected_toc_digest.is_none(),
+        // Small enough not to fetch a large part of a small layer to open it; a larger TOC
+        // takes one more request.
+        tail_size: 256 << 10,
+        ..LayerOptions::default()
+    };
+    layer_opts.format = open;
+    let layer = RemoteSource::open(
+        source,
+        Arc::new(cache),
+        layer_opts,
+        RemoteOptions {
+            prefetch: a.prefetch,
+            background_fetch: a.background_fetch,
+            runtime_threads: 2,
+            ..RemoteOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let layer = Arc::new(layer);
+    let report = Arc::clone(&layer);
+    serve(
+        a,
+        layer,
+        Some(Box::new(move || {
+            let m = report.metrics();
+            format!(
+                "network: {} bytes in {} requests (open {}, on demand {}, prefetch {}, \
+                 background {}); {} chunks verified, {} failed verification",
+                m.total_bytes(),
+                m.total_requests(),
+                m.open_bytes,
+                m.on_demand_bytes,
+                m.prefetch_bytes,
+                m.background_bytes,
+                m.chunks_decoded,
+                m.integrity_failures,
+            )
+        })),
+    )
+}
+
+/// Extra lines printed with the counters (the network breakdown of a remote blob).
+type Report = Box<dyn Fn() -> String + Send + Sync>;
+
+fn serve<S: LayerSource>(
+    a: &MountArgs,
+    layer: Arc<S>,
+    report: Option<Report>,
+) -> Result<(), String> {
     let mut opts = MountOptions {
         allow_other: a.allow_other,
         threads: a.threads.max(1),
@@ -155,7 +251,7 @@ fn serve(
         OpaqueArg::User => OpaqueXattr::User,
         OpaqueArg::Both => OpaqueXattr::Both,
     };
-    let mount = Mount::new(Arc::new(layer), &a.mountpoint, &opts).map_err(|e| e.to_string())?;
+    let mount = Mount::new(layer, &a.mountpoint, &opts).map_err(|e| e.to_string())?;
     eprintln!(
         "estargz: mounted {} at {} (pid {})",
         a.blob,
@@ -166,7 +262,7 @@ fn serve(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the signal handler: {e}"))?;
-    let why = runtime.block_on(wait(&mount))?;
+    let why = runtime.block_on(wait(&mount, report.as_deref()))?;
     eprintln!(
         "estargz: {why}; unmounting {}",
         mount.mountpoint().display()
@@ -174,11 +270,17 @@ fn serve(
     let stats = mount.stats();
     let unmounted = mount.unmount();
     println!("{stats}");
+    if let Some(r) = &report {
+        println!("{}", r());
+    }
     unmounted.map_err(|e| e.to_string())
 }
 
 /// Waits for a reason to stop, printing the counters on SIGUSR1.
-async fn wait(mount: &Mount) -> Result<&'static str, String> {
+async fn wait(
+    mount: &Mount,
+    report: Option<&(dyn Fn() -> String + Send + Sync)>,
+) -> Result<&'static str, String> {
     use tokio::signal::unix::{signal, SignalKind};
     let sig = |k: SignalKind| signal(k).map_err(|e| format!("cannot handle signals: {e}"));
     let mut int = sig(SignalKind::interrupt())?;
@@ -194,6 +296,9 @@ async fn wait(mount: &Mount) -> Result<&'static str, String> {
             _ = usr1.recv() => {
                 use std::io::Write;
                 println!("{}", mount.stats());
+                if let Some(r) = report {
+                    println!("{}", r());
+                }
                 let _ = std::io::stdout().flush();
             }
             _ = tick.tick() => {
