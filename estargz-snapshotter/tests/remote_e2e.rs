@@ -4,8 +4,8 @@
 //! `AlreadyExists`, `ctr run` reads files through overlayfs on top of it.
 //!
 //! The eStargz layer is built by the Go reference implementation (`esgz-oracle`) and found by
-//! digest in a local directory (`[resolver] local_dirs`; registry-backed remote layers need
-//! `estargz-io`). Needs root, /dev/fuse, containerd, runc, docker-registry, busybox-static,
+//! digest in a local directory (`[resolver] local_dirs`; image_pull.rs covers layers read
+//! from the registry). Needs root, /dev/fuse, containerd, runc, docker-registry, busybox-static,
 //! stargz-snapshotter and the oracle: under CI a missing one fails, elsewhere the test skips.
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed step is a failed test
@@ -114,8 +114,7 @@ fn estargz_layer_mounts_lazily_reads_verified_and_survives_restarts() {
     let base = Layer::gzip(&busybox_layer());
     let lazy = Layer::estargz(&oracle, &tar, &dir);
     let lazy_digest = sha256(&lazy.blob);
-    // the daemon finds the blob by digest in a local directory (registry-backed remote layers
-    // need estargz-io)
+    // the daemon finds the blob by digest in a local directory (before asking the registry)
     let lazy_path = blobs.join(&lazy_digest[7..]);
     std::fs::write(&lazy_path, &lazy.blob).unwrap();
     let img = image(&[base.clone(), lazy.clone()]);

@@ -10,7 +10,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use estargz_fuse::{LayerSource, LocalLayer, LocalOptions, Mount, MountOptions};
+use estargz_fuse::{
+    LayerSource, LocalLayer, LocalOptions, Mount, MountOptions, RemoteOptions, RemoteSource,
+};
+use estargz_io::auth::Keychain;
+use estargz_io::cache::CacheOptions;
+use estargz_io::config::{
+    HostConfig as IoHostConfig, MirrorConfig as IoMirrorConfig, RegistryConfig,
+};
+use estargz_io::source::{RegistryOptions, RegistrySource};
+use estargz_io::{ChunkCache, LayerOptions};
 
 use super::labels::{self, LayerRef, VerifyPolicy};
 use crate::config::Config;
@@ -25,6 +34,8 @@ struct Mounted {
 pub struct LayerHost {
     config: Config,
     mounts: Mutex<HashMap<PathBuf, Mounted>>,
+    /// The chunk cache of registry layers, opened at the first registry mount.
+    chunks: Mutex<Option<Arc<ChunkCache>>>,
 }
 
 impl std::fmt::Debug for LayerHost {
@@ -36,10 +47,14 @@ impl std::fmt::Debug for LayerHost {
 }
 
 /// Opens the layer the labels describe, verified against its TOC digest.
+///
+/// `cache_dir` is this mount's own directory (whole verified files of local blobs);
+/// `chunks` gives the chunk cache shared by every registry layer of this process.
 pub fn resolve(
     config: &Config,
     layer: &LayerRef,
     cache_dir: &Path,
+    chunks: impl FnOnce() -> Result<Arc<ChunkCache>, Fallback>,
 ) -> Result<Arc<dyn LayerSource>, Fallback> {
     let mut opts = LocalOptions::default();
     opts.open.expected_toc_digest = layer.toc_digest;
@@ -70,14 +85,141 @@ pub fn resolve(
             };
         }
     }
-    Err(Fallback {
-        kind: "registry",
-        reason: format!(
-            "cannot fetch {} of {} from the registry: remote registry layers need estargz-io, \
-             which this build does not have yet",
-            layer.digest, layer.reference
-        ),
+    open_registry(config, layer, chunks()?)
+}
+
+/// The registry settings of `config` as `estargz-io` takes them: hosts and mirrors from
+/// `[resolver.host]`, credentials from `[credentials]` (or the usual places), timeouts.
+pub fn registry_options(config: &Config) -> RegistryOptions {
+    let hosts = config
+        .resolver
+        .host
+        .iter()
+        .map(|(host, h)| IoHostConfig {
+            host: host.clone(),
+            mirrors: h
+                .mirrors
+                .iter()
+                .map(|m| IoMirrorConfig {
+                    host: m.host.clone(),
+                    plain_http: m.insecure,
+                    headers: m
+                        .header
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                            )
+                        })
+                        .collect(),
+                    insecure_skip_verify: false,
+                    path: None,
+                })
+                .collect(),
+            plain_http: estargz_io::config::is_loopback(host),
+            insecure_skip_verify: false,
+            headers: BTreeMap::new(),
+            mirrors_only: false,
+        })
+        .collect();
+    let keychain = if config.credentials.docker_config.as_os_str().is_empty() {
+        Keychain::from_environment()
+    } else {
+        Keychain::empty().with_file(config.credentials.docker_config.clone())
+    };
+    let mut opts = RegistryOptions {
+        config: RegistryConfig { hosts },
+        keychain: Arc::new(keychain),
+        ..RegistryOptions::default()
+    };
+    // `[blob]`: retries and backoff as stargz-snapshotter spells them; one fetch's timeout.
+    let retry = &mut opts.engine.retry;
+    retry.max_attempts = config.blob.max_retries.saturating_add(1);
+    if config.blob.min_wait_msec > 0 {
+        retry.initial_backoff = Duration::from_millis(config.blob.min_wait_msec);
+    }
+    if config.blob.max_wait_msec > 0 {
+        retry.max_backoff = Duration::from_millis(config.blob.max_wait_msec);
+    }
+    if config.blob.fetching_timeout_sec > 0 {
+        retry.request_timeout = Duration::from_secs(config.blob.fetching_timeout_sec);
+    }
+    if config.resolver.request_timeout_sec > 0 {
+        retry.connect_timeout = Duration::from_secs(config.resolver.request_timeout_sec as u64);
+    }
+    opts.engine.force_single_range = config.blob.force_single_range_mode;
+    opts
+}
+
+/// The chunk cache of registry layers: verified chunks only, keyed by digest, so one cache is
+/// safely shared by every layer (a chunk several layers hold is fetched once). On disk under
+/// `ROOT/cache/chunks` unless `filesystem_cache_type = "memory"`, bounded by
+/// `[cache] max_size_bytes` with least-recently-used eviction.
+pub fn open_chunk_cache(config: &Config) -> Result<ChunkCache, Fallback> {
+    let dir = config.root.join("cache").join("chunks");
+    ChunkCache::open(&CacheOptions {
+        memory_bytes: 64 << 20,
+        dir: (config.filesystem_cache_type != "memory").then(|| dir.clone()),
+        disk_bytes: config.cache.max_size_bytes,
+        ..CacheOptions::default()
     })
+    .map_err(|e| Fallback {
+        kind: "cache",
+        reason: format!("chunk cache in {}: {e}", dir.display()),
+    })
+}
+
+/// Opens the layer from its registry (mirrors first, as configured), verified against its TOC
+/// digest, reading through the shared chunk cache.
+fn open_registry(
+    config: &Config,
+    layer: &LayerRef,
+    cache: Arc<ChunkCache>,
+) -> Result<Arc<dyn LayerSource>, Fallback> {
+    let mut reference: estargz_io::Reference =
+        layer
+            .reference
+            .parse()
+            .map_err(|e: estargz_io::Error| Fallback {
+                kind: "reference",
+                reason: format!("image reference {:?}: {e}", layer.reference),
+            })?;
+    reference.tag = None;
+    reference.digest = Some(layer.digest);
+    let source =
+        RegistrySource::new(&reference, registry_options(config)).map_err(|e| Fallback {
+            kind: "registry",
+            reason: format!("{reference}: {e}"),
+        })?;
+    let mut opts = match layer.toc_digest {
+        Some(d) => LayerOptions::with_toc_digest(d),
+        None => LayerOptions::unverified(),
+    };
+    opts.format.verify_chunks = !config.disable_verification;
+    let remote = RemoteOptions {
+        prefetch: !config.noprefetch,
+        background_fetch: !config.no_background_fetch,
+        runtime_threads: 2,
+        ..RemoteOptions::default()
+    };
+    match RemoteSource::open(Arc::new(source), cache, opts, remote) {
+        Ok(s) => Ok(Arc::new(s)),
+        Err(e) => Err(classify_registry(&e.to_string(), &reference.to_string())),
+    }
+}
+
+/// Like [`classify`], for a registry open: network and HTTP errors are `registry`.
+fn classify_registry(err: &str, what: &str) -> Fallback {
+    let f = classify(err, what);
+    if f.kind == "open" {
+        Fallback {
+            kind: "registry",
+            reason: f.reason,
+        }
+    } else {
+        f
+    }
 }
 
 /// A fallback class for an open error: a TOC digest mismatch, a blob that is not eStargz, or
@@ -106,6 +248,7 @@ impl LayerHost {
         LayerHost {
             config,
             mounts: Mutex::new(HashMap::new()),
+            chunks: Mutex::new(None),
         }
     }
 
@@ -140,7 +283,18 @@ impl LayerHost {
         };
         let layer = labels::parse(labels, policy)?;
         let digest = layer.digest.to_string();
-        let source = resolve(&self.config, &layer, &self.cache_dir(mountpoint))?;
+        let source = resolve(&self.config, &layer, &self.cache_dir(mountpoint), || {
+            let mut slot = self
+                .chunks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(c) = slot.as_ref() {
+                return Ok(c.clone());
+            }
+            let c = Arc::new(open_chunk_cache(&self.config)?);
+            *slot = Some(c.clone());
+            Ok(c)
+        })?;
         let mut opts = MountOptions {
             auto_unmount: false,
             allow_other: true,

@@ -25,6 +25,13 @@ use super::host::LayerHost;
 use crate::config::Config;
 use crate::snapshotter::{Fallback, RemoteLayers, RemoteProgress};
 
+/// glibc malloc settings for the FUSE manager process: return freed memory to the system
+/// (fixed trim threshold) and few arenas.
+pub const MALLOC_TUNING: [(&str, &str); 2] = [
+    ("MALLOC_TRIM_THRESHOLD_", "131072"),
+    ("MALLOC_ARENA_MAX", "2"),
+];
+
 /// One request.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -223,6 +230,15 @@ impl ManagerClient {
             cmd.arg("--config").arg(c);
         }
         cmd.arg("fuse-manager").arg("--address").arg(&self.address);
+        // glibc keeps the memory freed after a layer's TOC is parsed (its trim threshold grows
+        // with the largest free, and every thread gets an arena): with these, 10 mounted
+        // layers of 30,000 entries take 63 MiB instead of 193 MiB (benches/daemon_memory.rs).
+        // The systemd unit sets the same; an explicit setting in the environment wins.
+        for (k, v) in MALLOC_TUNING {
+            if std::env::var_os(k).is_none() {
+                cmd.env(k, v);
+            }
+        }
         use std::os::unix::process::CommandExt as _;
         cmd.process_group(0)
             .stdin(std::process::Stdio::null())

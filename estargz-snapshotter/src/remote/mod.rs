@@ -9,9 +9,10 @@
 //! With `[fuse_manager] enable = true` (the default) mounts live in the manager; otherwise in
 //! the daemon ([`InProcess`]), and stopping the daemon unmounts them.
 //!
-//! Where bytes come from: a `file://` URL in `containerd.io/snapshot/remote/urls` is served
-//! from local disk; registry blobs need `estargz-io`'s remote layer (not in this build yet), so
-//! such layers fall back to a normal pull and say so.
+//! Where bytes come from: a `file://` URL in `containerd.io/snapshot/remote/urls` or a blob
+//! by digest in a `[resolver] local_dirs` directory is served from local disk; otherwise the
+//! blob is read lazily from its registry (mirrors from `[resolver.host]` first) through
+//! `estargz-io`, with a bounded chunk cache under the daemon's root.
 
 pub mod host;
 pub mod labels;

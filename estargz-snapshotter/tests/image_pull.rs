@@ -1,0 +1,274 @@
+//! `estargz image pull` (the project's own lazy-pull client, no Go tool) against real
+//! components: containerd 1.6 with the daemon as a proxy snapshotter, a `docker-registry`, and
+//! `ctr run` reading the pulled image.
+//!
+//! The eStargz layer is built by the Go reference implementation (`esgz-oracle`) and served to
+//! the daemon from a local directory (`[resolver] local_dirs`), as in remote_e2e.rs. Needs root,
+//! /dev/fuse, containerd, runc, docker-registry, busybox-static and the oracle: under CI a
+//! missing one fails, elsewhere the test skips.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed step is a failed test
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+const PREREQS: &[(&str, &str)] = &[
+    ("containerd", "containerd"),
+    ("ctr", "containerd"),
+    ("runc", "runc"),
+    ("docker-registry", "docker-registry"),
+    ("busybox", "busybox-static"),
+];
+
+fn unique(name: &str) -> String {
+    format!("{name}-{}-{}", std::process::id(), free_port())
+}
+
+fn pull(env: &Env, reference: &str) -> serde_json::Value {
+    let o = Command::new("timeout")
+        .arg("120")
+        .arg(env!("CARGO_BIN_EXE_estargz"))
+        .args(["image", "pull", "--plain-http", "--json", "--address"])
+        .arg(&env.ctd().address)
+        .args(["--snapshotter", "estargz", reference])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "estargz image pull: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn layer<'a>(report: &'a serde_json::Value, digest: &str) -> &'a serde_json::Value {
+    report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["digest"] == digest)
+        .unwrap_or_else(|| panic!("no layer {digest} in {report}"))
+}
+
+#[test]
+fn image_pull_mounts_estargz_layers_lazily_and_pulls_the_others() {
+    if !prerequisites(PREREQS) || !estargz_testkit::prereq::require_fuse() {
+        return;
+    }
+    let Some(oracle) = estargz_testkit::require_oracle() else {
+        return;
+    };
+    let mut env = env_with(|dir| {
+        format!(
+            "[resolver]\nlocal_dirs = [\"{}\"]\n",
+            dir.join("blobs").display()
+        )
+    });
+    let dir = env.dir().to_path_buf();
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+
+    let payload = "pulled lazily by estargz image pull\n".repeat(3000);
+    let tar = tar_layer(&[
+        Entry::Dir("etc/"),
+        Entry::File("etc/greeting.txt", payload.clone().into_bytes(), 0o644),
+    ]);
+    let base = Layer::gzip(&busybox_layer());
+    let lazy = Layer::estargz(&oracle, &tar, &dir);
+    let lazy_digest = sha256(&lazy.blob);
+    let base_digest = sha256(&base.blob);
+    std::fs::write(blobs.join(&lazy_digest[7..]), &lazy.blob).unwrap();
+    let img = image(&[base.clone(), lazy.clone()]);
+    env.registry().push("test/pull", "v1", &img);
+    let reference = format!("{}/test/pull:v1", env.registry().addr);
+
+    let report = pull(&env, &reference);
+    assert_eq!(report["manifest"], img.manifest_digest.as_str(), "{report}");
+    // The busybox layer has no TOC digest: pulled normally, all of it downloaded.
+    let b = layer(&report, &base_digest);
+    assert_eq!(b["remote"], false, "{report}");
+    assert_eq!(b["downloaded"], base.blob.len() as u64, "{report}");
+    // The eStargz layer: the snapshotter mounted it, nothing downloaded by the client.
+    let l = layer(&report, &lazy_digest);
+    assert_eq!(l["remote"], true, "{report}");
+    assert_eq!(l["downloaded"], 0, "{report}");
+
+    // The daemon agrees: one remote layer, one local layer that says why.
+    let status = env.daemon().status_json();
+    let find = |d: &str| {
+        status["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["digest"] == d)
+            .cloned()
+            .unwrap_or_else(|| panic!("no status for {d}: {status}"))
+    };
+    assert_eq!(find(&lazy_digest)["mode"], "remote", "{status}");
+    assert_eq!(find(&base_digest)["mode"], "local", "{status}");
+    assert_eq!(find(&base_digest)["fallback"], "no-toc-digest", "{status}");
+
+    // containerd has the image and runs it on the snapshotter.
+    let images = env.ctd().ctr_ok(&["images", "ls", "-q"]);
+    assert!(images.lines().any(|l| l == reference), "{images}");
+    let id = unique("pulled");
+    let out = env.ctd().ctr_ok(&[
+        "run",
+        "--rm",
+        "--snapshotter",
+        "estargz",
+        &reference,
+        &id,
+        "sh",
+        "-c",
+        "sha256sum /etc/greeting.txt; ls /bin/busybox",
+    ]);
+    assert_eq!(
+        out,
+        format!(
+            "{}  /etc/greeting.txt\n/bin/busybox\n",
+            &sha256(payload.as_bytes())[7..]
+        )
+    );
+
+    // A second pull finds every snapshot and downloads nothing.
+    let again = pull(&env, &reference);
+    for l in again["layers"].as_array().unwrap() {
+        assert_eq!(l["remote"], true, "{again}");
+        assert_eq!(l["downloaded"], 0, "{again}");
+    }
+
+    // A reference that does not exist: a clear error, exit 1.
+    let o = Command::new(env!("CARGO_BIN_EXE_estargz"))
+        .args(["image", "pull", "--plain-http", "--address"])
+        .arg(&env.ctd().address)
+        .arg(format!("{}/test/missing:v1", env.registry().addr))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("test/missing"), "{err}");
+}
+
+/// No local copy: the daemon fetches the eStargz layer from the registry itself, lazily.
+#[test]
+fn registry_layers_are_mounted_from_the_registry_and_fetched_on_demand() {
+    if !prerequisites(PREREQS) || !estargz_testkit::prereq::require_fuse() {
+        return;
+    }
+    let Some(oracle) = estargz_testkit::require_oracle() else {
+        return;
+    };
+    // No prefetch and no background fetch: what the registry serves is what was read. The
+    // chunk cache is bounded to 2 MiB. Mounts live in the daemon itself (the other test
+    // covers the FUSE manager).
+    let mut env = env(concat!(
+        "noprefetch = true\nno_background_fetch = true\nfuse_manager.enable = false\n",
+        "[cache]\nmax_size_bytes = 2097152\n"
+    ));
+    let dir = env.dir().to_path_buf();
+
+    // 12 MiB of data the container never reads (hex digests: about 6 MiB compressed), one
+    // small file it does.
+    let mut big = Vec::with_capacity(12 << 20);
+    let mut block = sha256(b"registry").into_bytes();
+    while big.len() < 12 << 20 {
+        block = sha256(&block).into_bytes();
+        big.extend_from_slice(&block);
+    }
+    let tar = tar_layer(&[
+        Entry::Dir("etc/"),
+        Entry::File(
+            "etc/hello.txt",
+            b"served from the registry\n".to_vec(),
+            0o644,
+        ),
+        Entry::Dir("data/"),
+        Entry::File("data/big.bin", big.clone(), 0o644),
+    ]);
+    let base = Layer::gzip(&busybox_layer());
+    let lazy = Layer::estargz(&oracle, &tar, &dir);
+    let lazy_digest = sha256(&lazy.blob);
+    let img = image(&[base.clone(), lazy.clone()]);
+    env.registry().push("test/registry", "v1", &img);
+    let reference = format!("{}/test/registry:v1", env.registry().addr);
+
+    let report = pull(&env, &reference);
+    assert_eq!(layer(&report, &lazy_digest)["remote"], true, "{report}");
+    let status = env.daemon().status_json();
+    let s = status["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["digest"] == lazy_digest)
+        .cloned()
+        .unwrap_or_else(|| panic!("no status for {lazy_digest}: {status}"));
+    assert_eq!(s["mode"], "remote", "{s}");
+
+    let id = unique("registry");
+    let out = env.ctd().ctr_ok(&[
+        "run",
+        "--rm",
+        "--snapshotter",
+        "estargz",
+        &reference,
+        &id,
+        "cat",
+        "/etc/hello.txt",
+    ]);
+    assert_eq!(out, "served from the registry\n");
+    let served = env
+        .registry()
+        .blob_bytes_served(&dir)
+        .get(&lazy_digest)
+        .copied()
+        .unwrap_or(0);
+    let size = lazy.blob.len() as u64;
+    assert!(served > 0, "the daemon fetched from the registry");
+    // Opening the layer is one 1 MiB suffix request (footer and TOC); the read is one small
+    // chunk.
+    assert!(
+        served * 4 < size && served < (1 << 20) + (256 << 10),
+        "the registry served {served} of the layer's {size} bytes"
+    );
+
+    // Reading the whole 12 MiB file goes through the bounded cache: right bytes, and the
+    // cache directory stays within its bound (plus one 4 MiB chunk being written).
+    let id = unique("big");
+    let out = env.ctd().ctr_ok(&[
+        "run",
+        "--rm",
+        "--snapshotter",
+        "estargz",
+        &reference,
+        &id,
+        "sha256sum",
+        "/data/big.bin",
+    ]);
+    assert_eq!(out, format!("{}  /data/big.bin\n", &sha256(&big)[7..]));
+    let cache = env.daemon().root.join("cache/chunks");
+    let used = dir_size(&cache);
+    assert!(used > 0, "the chunk cache in {} is used", cache.display());
+    assert!(
+        used <= (2 << 20) + (4 << 20),
+        "the chunk cache holds {used} bytes, bound 2 MiB"
+    );
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += dir_size(&e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
