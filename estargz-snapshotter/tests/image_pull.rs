@@ -2,10 +2,11 @@
 //! components: containerd 1.6 with the daemon as a proxy snapshotter, a `docker-registry`, and
 //! `ctr run` reading the pulled image.
 //!
-//! The eStargz layer is built by the Go reference implementation (`esgz-oracle`) and served to
-//! the daemon from a local directory (`[resolver] local_dirs`), as in remote_e2e.rs. Needs root,
-//! /dev/fuse, containerd, runc, docker-registry, busybox-static and the oracle: under CI a
-//! missing one fails, elsewhere the test skips.
+//! In the first test the eStargz layer is built by the Go reference implementation
+//! (`esgz-oracle`) and served to the daemon from a local directory (`[resolver] local_dirs`);
+//! in the second the image is converted by `estargz image convert` in the registry and the
+//! daemon reads it from there. Needs root, /dev/fuse, containerd, runc, docker-registry,
+//! busybox-static and the oracle: under CI a missing one fails, elsewhere the test skips.
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed step is a failed test
 
@@ -154,15 +155,15 @@ fn image_pull_mounts_estargz_layers_lazily_and_pulls_the_others() {
     assert!(err.contains("test/missing"), "{err}");
 }
 
-/// No local copy: the daemon fetches the eStargz layer from the registry itself, lazily.
+/// The end-to-end path with no Go tool and no local copy: a plain image (busybox and a
+/// data layer, gzip) is pushed, converted in the registry with `estargz image convert`, pulled
+/// lazily with `estargz image pull`; the daemon fetches the layers from the registry itself,
+/// and only what the container reads.
 #[test]
 fn registry_layers_are_mounted_from_the_registry_and_fetched_on_demand() {
     if !prerequisites(PREREQS) || !estargz_testkit::prereq::require_fuse() {
         return;
     }
-    let Some(oracle) = estargz_testkit::require_oracle() else {
-        return;
-    };
     // No prefetch and no background fetch: what the registry serves is what was read. The
     // chunk cache is bounded to 2 MiB. Mounts live in the daemon itself (the other test
     // covers the FUSE manager).
@@ -190,24 +191,64 @@ fn registry_layers_are_mounted_from_the_registry_and_fetched_on_demand() {
         Entry::Dir("data/"),
         Entry::File("data/big.bin", big.clone(), 0o644),
     ]);
-    let base = Layer::gzip(&busybox_layer());
-    let lazy = Layer::estargz(&oracle, &tar, &dir);
-    let lazy_digest = sha256(&lazy.blob);
-    let img = image(&[base.clone(), lazy.clone()]);
-    env.registry().push("test/registry", "v1", &img);
-    let reference = format!("{}/test/registry:v1", env.registry().addr);
+    let src = image(&[Layer::gzip(&busybox_layer()), Layer::gzip(&tar)]);
+    env.registry().push("test/src", "v1", &src);
+    let addr = env.registry().addr.clone();
+    let o = Command::new("timeout")
+        .arg("300")
+        .arg(env!("CARGO_BIN_EXE_estargz"))
+        .args(["image", "convert", "--plain-http", "--json"])
+        .arg(format!("docker://{addr}/test/src:v1"))
+        .arg(format!("docker://{addr}/test/registry:v1"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "estargz image convert: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let reference = format!("{addr}/test/registry:v1");
 
+    // Both converted layers are mounted lazily, nothing downloaded by the client.
     let report = pull(&env, &reference);
-    assert_eq!(layer(&report, &lazy_digest)["remote"], true, "{report}");
+    let layers = report["layers"].as_array().unwrap().clone();
+    assert_eq!(layers.len(), 2, "{report}");
+    for l in &layers {
+        assert_eq!(l["remote"], true, "{report}");
+        assert_eq!(l["downloaded"], 0, "{report}");
+    }
+    let lazy_digest = layers[1]["digest"].as_str().unwrap().to_owned();
     let status = env.daemon().status_json();
-    let s = status["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["digest"] == lazy_digest)
-        .cloned()
-        .unwrap_or_else(|| panic!("no status for {lazy_digest}: {status}"));
-    assert_eq!(s["mode"], "remote", "{s}");
+    for l in &layers {
+        let s = status["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["digest"] == l["digest"])
+            .cloned()
+            .unwrap_or_else(|| panic!("no status for {}: {status}", l["digest"]));
+        assert_eq!(s["mode"], "remote", "{s}");
+    }
+    // Layer sizes from the converted manifest.
+    let (code, _, body) = http(
+        &addr,
+        "GET",
+        "/v2/test/registry/manifests/v1",
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    let manifest: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let blob_size = |digest: &str| -> u64 {
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["digest"] == digest)
+            .and_then(|l| l["size"].as_u64())
+            .unwrap_or_else(|| panic!("no layer {digest} in {manifest}"))
+    };
 
     let id = unique("registry");
     let out = env.ctd().ctr_ok(&[
@@ -221,13 +262,27 @@ fn registry_layers_are_mounted_from_the_registry_and_fetched_on_demand() {
         "/etc/hello.txt",
     ]);
     assert_eq!(out, "served from the registry\n");
-    let served = env
-        .registry()
-        .blob_bytes_served(&dir)
-        .get(&lazy_digest)
-        .copied()
-        .unwrap_or(0);
-    let size = lazy.blob.len() as u64;
+    let served_all = env.registry().blob_bytes_served(&dir);
+    let served = served_all.get(&lazy_digest).copied().unwrap_or(0);
+    let size = blob_size(&lazy_digest);
+    // The whole image: busybox is read whole (the container runs it), the data layer barely.
+    let image_size: u64 = layers
+        .iter()
+        .map(|l| blob_size(l["digest"].as_str().unwrap()))
+        .sum();
+    let image_served: u64 = layers
+        .iter()
+        .map(|l| {
+            served_all
+                .get(l["digest"].as_str().unwrap())
+                .copied()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(
+        image_served * 2 < image_size,
+        "the registry served {image_served} of the image's {image_size} bytes"
+    );
     assert!(served > 0, "the daemon fetched from the registry");
     // Opening the layer is one 1 MiB suffix request (footer and TOC); the read is one small
     // chunk.
