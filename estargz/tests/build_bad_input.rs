@@ -393,6 +393,53 @@ fn huge_sparse_maps_are_errors() {
     assert!(entry.contains("sparse.bin"), "{entry}");
 }
 
+/// A 1 KiB tar declaring a 2^62-byte sparse file: Convert refuses to expand it past
+/// `max_sparse_expansion` (naming the entry), and expands it when the limit allows.
+#[test]
+fn sparse_expansion_is_bounded() {
+    let sparse = |real: &str| {
+        let mut pax = pax_record("GNU.sparse.major", "1");
+        pax += &pax_record("GNU.sparse.minor", "0");
+        pax += &pax_record("GNU.sparse.name", "huge.bin");
+        pax += &pax_record("GNU.sparse.realsize", real);
+        let mut t = member("././@PaxHeader", b'x', pax.as_bytes());
+        let mut data = b"1\n0\n4\n".to_vec();
+        data.resize(512, 0);
+        data.extend(*b"head");
+        t.extend(member("GNUSparseFile.0/huge.bin", b'0', &data));
+        t.extend(eof());
+        t
+    };
+    let t = sparse("4611686018427387904");
+    match build_mode(&t, UnsupportedEntries::Convert) {
+        Err(Error::UnsupportedEntry {
+            entry,
+            typeflag,
+            reason,
+            ..
+        }) => {
+            assert!(entry.contains("huge.bin"), "{entry}");
+            assert_eq!(typeflag, 'S');
+            assert!(reason.contains("max_sparse_expansion"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|r| r.0.blob_size)),
+    }
+    // Under a custom limit: refused at 1 MiB + 1, expanded at 1 MiB.
+    let opts = |n| BuildOptions {
+        unsupported: UnsupportedEntries::Convert,
+        max_sparse_expansion: 1 << 20,
+        threads: 1,
+        chunk_size: n,
+        ..BuildOptions::default()
+    };
+    assert!(build_with(&sparse("1048577"), opts(1 << 20)).is_err());
+    let (_, blob) = build_with(&sparse("1048576"), opts(1 << 20)).expect("within the limit");
+    let data = read_file(&blob, "huge.bin");
+    assert_eq!(data.len(), 1 << 20);
+    assert_eq!(&data[..4], b"head");
+    assert!(data[4..].iter().all(|&b| b == 0));
+}
+
 // ---------------------------------------------------------------------------------------
 // Names with `..`, absolute names, links pointing outside.
 

@@ -429,6 +429,7 @@ fn options(combo: &Combo, input: &Input, m: &Model, threads: usize) -> BuildOpti
         external_toc: combo.external_toc,
         threads,
         unsupported: input.unsupported,
+        max_sparse_expansion: 0,
         progress: None,
     }
 }

@@ -101,6 +101,8 @@ use tar_out::{write_header, OutHeader};
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 /// The default gzip level (libdeflate level 9).
 pub const DEFAULT_GZIP_LEVEL: i32 = 9;
+/// The default bound of [`BuildOptions::max_sparse_expansion`]: 16 GiB.
+pub const DEFAULT_MAX_SPARSE_EXPANSION: u64 = 16 << 30;
 /// The default zstd level.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// The content of a landmark file: one byte `0x0f`.
@@ -185,6 +187,11 @@ pub struct BuildOptions {
     pub threads: usize,
     /// What to do with entries the format cannot carry.
     pub unsupported: UnsupportedEntries,
+    /// With [`UnsupportedEntries::Convert`], the largest size a sparse file may expand to
+    /// (its holes become zeros in the layer); a larger one is an error naming the entry, so
+    /// that a tiny untrusted tar cannot make a build write an endless stream of zeros.
+    /// 0 = [`DEFAULT_MAX_SPARSE_EXPANSION`].
+    pub max_sparse_expansion: u64,
     /// Called with progress updates.
     pub progress: Option<ProgressFn>,
 }
@@ -201,6 +208,7 @@ impl fmt::Debug for BuildOptions {
             .field("external_toc", &self.external_toc)
             .field("threads", &self.threads)
             .field("unsupported", &self.unsupported)
+            .field("max_sparse_expansion", &self.max_sparse_expansion)
             .field("progress", &self.progress.as_ref().map(|_| "Fn"))
             .finish()
     }
@@ -460,6 +468,21 @@ impl Builder {
             }),
             UnsupportedEntries::Skip => Ok(false),
             UnsupportedEntries::Convert if convert_to_reg => {
+                let limit = match self.opts.max_sparse_expansion {
+                    0 => DEFAULT_MAX_SPARSE_EXPANSION,
+                    n => n,
+                };
+                if e.typeflag == b'S' && e.size > limit {
+                    return Err(Error::UnsupportedEntry {
+                        offset: e.header_offset,
+                        entry: e.name_lossy(),
+                        typeflag: 'S',
+                        reason: format!(
+                            "sparse file would expand to {} bytes, more than the limit of {limit} (raise BuildOptions::max_sparse_expansion, or skip such entries)",
+                            e.size
+                        ),
+                    });
+                }
                 e.typeflag = b'0';
                 Ok(true)
             }
