@@ -68,8 +68,8 @@ pub struct BuildFlags {
     /// instead of failing.
     #[arg(long, conflicts_with = "convert_unsupported")]
     pub skip_unsupported: bool,
-    /// Expand sparse files, write contiguous files as regular files, ignore PAX global
-    /// headers, skip other unknown entry types.
+    /// Expand sparse files (up to 16 GiB each; a larger one is an error), write contiguous
+    /// files as regular files, ignore PAX global headers, skip other unknown entry types.
     #[arg(long)]
     pub convert_unsupported: bool,
 }
@@ -117,6 +117,7 @@ impl BuildFlags {
             } else {
                 UnsupportedEntries::Error
             },
+            max_sparse_expansion: 0,
             progress: None,
         })
     }
