@@ -199,22 +199,10 @@ impl Containerd {
             labels: labels.clone(),
         };
         let stream = tokio_stream::iter(vec![msg]);
-        match client.write(self.req(stream)).await {
-            Ok(resp) => {
-                let mut resp = resp.into_inner();
-                while let Some(r) = resp.message().await.transpose() {
-                    if let Err(s) = r {
-                        if s.code() == Code::AlreadyExists {
-                            return self.label_content(digest, labels).await;
-                        }
-                        return Err(grpc("content write")(s));
-                    }
-                }
-                Ok(())
-            }
-            Err(s) if s.code() == Code::AlreadyExists => self.label_content(digest, labels).await,
-            Err(s) => Err(grpc("content write")(s)),
+        if write_outcome(client.write(self.req(stream)).await).await? {
+            return self.label_content(digest, labels).await;
         }
+        Ok(())
     }
 
     async fn label_content(&self, digest: &str, labels: HashMap<String, String>) -> Result<()> {
@@ -304,33 +292,37 @@ impl Containerd {
             Ok(offset)
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        let result = client.write(self.req(stream)).await;
-        let written = match result {
-            Ok(resp) => {
-                let mut resp = resp.into_inner();
-                let mut failure = None;
-                while let Some(r) = resp.message().await.transpose() {
-                    if let Err(s) = r {
-                        if s.code() != Code::AlreadyExists {
-                            failure = Some(grpc("content write")(s));
-                        }
-                        break;
-                    }
-                }
-                match failure {
-                    Some(e) => Err(e),
-                    None => Ok(()),
-                }
-            }
-            Err(s) if s.code() == Code::AlreadyExists => Ok(()),
-            Err(s) => Err(grpc("content write")(s)),
-        };
+        let written = write_outcome(client.write(self.req(stream)).await).await;
         let fetched = producer
             .await
             .map_err(|e| err(format!("fetch task: {e}")))?;
         written?;
         fetched
     }
+}
+
+/// Waits for the end of a content-store write stream: `Ok(true)` when containerd answered that
+/// the content exists already (at the start or during the stream), `Ok(false)` when it was
+/// written, else the error.
+async fn write_outcome(
+    result: std::result::Result<
+        tonic::Response<tonic::Streaming<content::WriteContentResponse>>,
+        tonic::Status,
+    >,
+) -> Result<bool> {
+    let mut resp = match result {
+        Ok(resp) => resp.into_inner(),
+        Err(s) if s.code() == Code::AlreadyExists => return Ok(true),
+        Err(s) => return Err(grpc("content write")(s)),
+    };
+    while let Some(r) = resp.message().await.transpose() {
+        match r {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::AlreadyExists => return Ok(true),
+            Err(s) => return Err(grpc("content write")(s)),
+        }
+    }
+    Ok(false)
 }
 
 /// Picks the manifest for `platform` from an index.
