@@ -119,7 +119,7 @@ fn main() {
         );
         return;
     }
-    if !Path::new("/dev/fuse").exists() || rustix_is_not_root() {
+    if !Path::new("/dev/fuse").exists() || !estargz_testkit::prereq::is_root() {
         println!("daemon_memory: needs root and /dev/fuse; skipped");
         return;
     }
@@ -309,16 +309,4 @@ fn main() {
         }
     });
     drop(daemon);
-}
-
-fn rustix_is_not_root() -> bool {
-    // /proc/self/status "Uid:" real uid.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().next().map(|u| u != "0"))
-        })
-        .unwrap_or(true)
 }

@@ -21,10 +21,6 @@ const PREREQS: &[(&str, &str)] = &[
     ("busybox", "busybox-static"),
 ];
 
-fn unique(name: &str) -> String {
-    format!("{name}-{}-{}", std::process::id(), free_port())
-}
-
 #[test]
 fn normal_image_pulls_and_runs_like_overlayfs() {
     if !prerequisites(PREREQS) {

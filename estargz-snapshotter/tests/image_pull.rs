@@ -24,10 +24,6 @@ const PREREQS: &[(&str, &str)] = &[
     ("busybox", "busybox-static"),
 ];
 
-fn unique(name: &str) -> String {
-    format!("{name}-{}-{}", std::process::id(), free_port())
-}
-
 fn pull(env: &Env, reference: &str) -> serde_json::Value {
     let o = Command::new("timeout")
         .arg("120")
@@ -99,19 +95,11 @@ fn image_pull_mounts_estargz_layers_lazily_and_pulls_the_others() {
     assert_eq!(l["downloaded"], 0, "{report}");
 
     // The daemon agrees: one remote layer, one local layer that says why.
-    let status = env.daemon().status_json();
-    let find = |d: &str| {
-        status["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["digest"] == d)
-            .cloned()
-            .unwrap_or_else(|| panic!("no status for {d}: {status}"))
-    };
-    assert_eq!(find(&lazy_digest)["mode"], "remote", "{status}");
-    assert_eq!(find(&base_digest)["mode"], "local", "{status}");
-    assert_eq!(find(&base_digest)["fallback"], "no-toc-digest", "{status}");
+    let lazy_status = env.daemon().layer_status(&lazy_digest);
+    assert_eq!(lazy_status["mode"], "remote", "{lazy_status}");
+    let base_status = env.daemon().layer_status(&base_digest);
+    assert_eq!(base_status["mode"], "local", "{base_status}");
+    assert_eq!(base_status["fallback"], "no-toc-digest", "{base_status}");
 
     // containerd has the image and runs it on the snapshotter.
     let images = env.ctd().ctr_ok(&["images", "ls", "-q"]);
@@ -218,15 +206,8 @@ fn registry_layers_are_mounted_from_the_registry_and_fetched_on_demand() {
         assert_eq!(l["downloaded"], 0, "{report}");
     }
     let lazy_digest = layers[1]["digest"].as_str().unwrap().to_owned();
-    let status = env.daemon().status_json();
     for l in &layers {
-        let s = status["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["digest"] == l["digest"])
-            .cloned()
-            .unwrap_or_else(|| panic!("no status for {}: {status}", l["digest"]));
+        let s = env.daemon().layer_status(l["digest"].as_str().unwrap());
         assert_eq!(s["mode"], "remote", "{s}");
     }
     // Layer sizes from the converted manifest.

@@ -26,10 +26,6 @@ const PREREQS: &[(&str, &str)] = &[
     ("busybox", "busybox-static"),
 ];
 
-fn unique(name: &str) -> String {
-    format!("{name}-{}-{}", std::process::id(), free_port())
-}
-
 /// `etc/hello.txt`, 20 small files and a 3 MiB file of pseudo-random bytes.
 fn data_layer() -> (Vec<u8>, Vec<u8>) {
     let mut big = Vec::with_capacity(3 << 20);
@@ -82,17 +78,6 @@ fn rpull(env: &Env, reference: &str) {
     );
 }
 
-fn layer_status(env: &mut Env, digest: &str) -> serde_json::Value {
-    let status = env.daemon().status_json();
-    status["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["digest"] == digest)
-        .cloned()
-        .unwrap_or_else(|| panic!("no status for {digest}: {status}"))
-}
-
 #[test]
 fn estargz_layer_mounts_lazily_reads_verified_and_survives_restarts() {
     if !prerequisites(PREREQS) || !estargz_testkit::prereq::require_fuse() {
@@ -123,9 +108,9 @@ fn estargz_layer_mounts_lazily_reads_verified_and_survives_restarts() {
     rpull(&env, &reference);
 
     // the eStargz layer is remote (FUSE under the daemon's root), the plain one says why not
-    let s = layer_status(&mut env, &lazy_digest);
+    let s = env.daemon().layer_status(&lazy_digest);
     assert_eq!(s["mode"], "remote", "{s}");
-    let s = layer_status(&mut env, &sha256(&base.blob));
+    let s = env.daemon().layer_status(&sha256(&base.blob));
     assert_eq!(s["mode"], "local", "{s}");
     assert_eq!(s["fallback"], "no-toc-digest", "{s}");
     let fuse_mounts: Vec<String> = mounts_under(&dir)
@@ -185,7 +170,7 @@ fn estargz_layer_mounts_lazily_reads_verified_and_survives_restarts() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let s = layer_status(&mut env, &lazy_digest);
+    let s = env.daemon().layer_status(&lazy_digest);
     assert_eq!(s["mode"], "remote", "{s}");
     let id = unique("after");
     let out = env.ctd().ctr_retry(

@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 use sha2::Digest as _;
 
 /// A free TCP port on 127.0.0.1 (bound then released).
+/// A name no other test process or run uses (containers, snapshots).
+pub fn unique(name: &str) -> String {
+    format!("{name}-{}-{}", std::process::id(), free_port())
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -584,6 +589,18 @@ impl Daemon {
                 .unwrap_or_default();
         }
         s
+    }
+
+    /// The `/status` entry of the layer with blob `digest`.
+    pub fn layer_status(&self, digest: &str) -> serde_json::Value {
+        let status = self.status_json();
+        status["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["digest"] == digest)
+            .cloned()
+            .unwrap_or_else(|| panic!("no status for {digest}: {status}"))
     }
 
     pub fn status_json(&self) -> serde_json::Value {
