@@ -438,16 +438,13 @@ impl RegistryClient {
         Ok(true)
     }
 
-    /// Streams a blob into `out` (from its current position), checking its digest and that it
-    /// is exactly `size` bytes; returns the number of bytes written.
-    pub async fn get_blob_to_file(
+    /// `GET` of a blob, following one redirect to blob storage (without credentials): the URL
+    /// asked and a successful response, else the error naming them.
+    async fn get_blob_response(
         &self,
         repo: &str,
         digest: &Digest,
-        size: u64,
-        out: &mut tokio::fs::File,
-    ) -> Result<u64> {
-        use tokio::io::AsyncWriteExt;
+    ) -> Result<(reqwest::Url, reqwest::Response)> {
         let url = self.url(&format!("/{repo}/blobs/{digest}"))?;
         let resp = self
             .send(
@@ -458,7 +455,7 @@ impl RegistryClient {
                 None,
             )
             .await?;
-        let mut resp = if resp.status().is_redirection() {
+        let resp = if resp.status().is_redirection() {
             let loc = location(&url, &resp)?;
             self.client
                 .get(loc)
@@ -477,6 +474,20 @@ impl RegistryClient {
         if !resp.status().is_success() {
             return Err(status_error(Method::GET, &url, resp).await);
         }
+        Ok((url, resp))
+    }
+
+    /// Streams a blob into `out` (from its current position), checking its digest and that it
+    /// is exactly `size` bytes; returns the number of bytes written.
+    pub async fn get_blob_to_file(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        out: &mut tokio::fs::File,
+    ) -> Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let (url, mut resp) = self.get_blob_response(repo, digest).await?;
         let mut hasher = estargz::digest::Hasher::new();
         let mut n = 0u64;
         let protocol = |reason: String| Error::Protocol {
@@ -525,36 +536,7 @@ impl RegistryClient {
     /// Fetches a whole blob (configs, small layers), checking its digest, refusing more than
     /// `max_bytes`.
     pub async fn get_blob(&self, repo: &str, digest: &Digest, max_bytes: u64) -> Result<Bytes> {
-        let url = self.url(&format!("/{repo}/blobs/{digest}"))?;
-        let resp = self
-            .send(
-                &format!("repository:{repo}:pull"),
-                Method::GET,
-                url.clone(),
-                &[],
-                None,
-            )
-            .await?;
-        // Blob storage may redirect; follow once without credentials.
-        let resp = if resp.status().is_redirection() {
-            let loc = location(&url, &resp)?;
-            self.client
-                .get(loc)
-                .send()
-                .await
-                .map_err(|e| Error::Transport {
-                    method: "GET",
-                    url: url.to_string(),
-                    range: RangeList::default(),
-                    message: e.to_string(),
-                    timeout: e.is_timeout(),
-                })?
-        } else {
-            resp
-        };
-        if !resp.status().is_success() {
-            return Err(status_error(Method::GET, &url, resp).await);
-        }
+        let (url, resp) = self.get_blob_response(repo, digest).await?;
         let bytes = read_capped(resp, &url, max_bytes).await?;
         if Digest::of(&bytes) != *digest {
             return Err(Error::Protocol {
