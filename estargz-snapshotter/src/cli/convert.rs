@@ -41,8 +41,9 @@ pub struct BuildFlags {
     /// Chunk size in bytes (default 4 MiB).
     #[arg(long, value_name = "N")]
     pub chunk_size: Option<u64>,
-    /// Compression level: gzip 0-12 (libdeflate; default 9, 10-12 are slow and smallest),
-    /// zstd 1-22 (default 3).
+    /// Compression level: gzip 0-12 (libdeflate; default 7, whose output is no larger than
+    /// the Go tool's level 9 on real layers; 9 is ~0.2 % smaller and half as fast; 10-12 are
+    /// slow and smallest), zstd 1-22 (default 3).
     #[arg(long, value_name = "L", allow_negative_numbers = true)]
     pub level: Option<i32>,
     /// Pack small chunks into shared members until a member holds N uncompressed bytes

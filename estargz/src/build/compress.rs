@@ -4,8 +4,11 @@
 //! of every other, so members are compressed on a pool of worker threads and handed back in
 //! the order they were submitted. Each member is compressed in one shot by a pure function of
 //! its bytes and the level, so the output is byte-identical whatever the number of threads.
-//! At most `threads + 1` members are in flight (queued, being compressed, or waiting for their
-//! turn), which bounds memory to a few members per thread.
+//! Members in flight (queued, being compressed, or waiting for their turn): always up to
+//! `threads + 1` (one per worker and one more, so large chunks keep every worker busy), and
+//! beyond that more only while they hold under 2 MiB of uncompressed bytes per thread and
+//! number under `64 × threads`. Layers of many small files (members of a few KiB) then keep
+//! every worker busy too, and memory stays bounded to a few chunks per thread.
 //!
 //! The workers also hash each chunk's payload (`chunkDigest`), which keeps the producer free
 //! for reading and the sequential hashes (DiffID, whole-file digests).
@@ -67,6 +70,7 @@ impl Compressor {
     pub fn compress(&mut self, data: &[u8]) -> Result<Vec<u8>> {
         match self {
             Compressor::Gzip(c) => {
+                // Zeroed by the allocator: pages past what is written are never touched.
                 let mut out = vec![0u8; c.gzip_compress_bound(data.len())];
                 let n = c.gzip_compress(data, &mut out).map_err(|e| {
                     Error::io(
@@ -112,7 +116,9 @@ fn run_job(c: &mut Compressor, job: Job) -> Result<Done> {
         .iter()
         .map(|(i, r)| (*i, Digest::of(&job.data[r.clone()])))
         .collect();
-    let compressed = c.compress(&job.data)?;
+    let mut compressed = c.compress(&job.data)?;
+    // A member waiting for its turn holds no slack (shrinking is in place).
+    compressed.shrink_to_fit();
     Ok(Done {
         index: job.index,
         compressed,
@@ -129,7 +135,15 @@ pub(crate) struct Pool<'scope> {
     ready: BTreeMap<usize, Done>,
     next: usize,
     submitted: usize,
+    /// Members that may always be in flight (one per worker and the one being filled).
+    min_window: usize,
+    /// Most members in flight.
     window: usize,
+    /// Most uncompressed bytes in flight.
+    byte_window: usize,
+    /// Uncompressed bytes of the members in flight (`sizes` holds each one's).
+    in_flight_bytes: usize,
+    sizes: std::collections::VecDeque<usize>,
     _scope: std::marker::PhantomData<&'scope ()>,
 }
 
@@ -156,7 +170,11 @@ impl<'scope> Pool<'scope> {
             ready: BTreeMap::new(),
             next: 0,
             submitted: 0,
-            window: threads.max(1) + 1,
+            min_window: threads.max(1) + 1,
+            window: 64 * threads.max(1),
+            byte_window: threads.max(1) * (2 << 20),
+            in_flight_bytes: 0,
+            sizes: std::collections::VecDeque::new(),
             _scope: std::marker::PhantomData,
         };
         if threads <= 1 {
@@ -165,7 +183,7 @@ impl<'scope> Pool<'scope> {
         }
         // Fail early (and on this thread) on a bad level.
         Compressor::new(codec)?;
-        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(threads);
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(64 * threads);
         let (res_tx, res_rx) = mpsc::channel::<Result<Done>>();
         let job_rx = Arc::new(Mutex::new(job_rx));
         for _ in 0..threads {
@@ -203,13 +221,16 @@ impl<'scope> Pool<'scope> {
 
     /// True when no more may be submitted before one is taken.
     pub fn is_full(&self) -> bool {
-        self.in_flight() >= self.window
+        let n = self.in_flight();
+        n >= self.min_window && (n >= self.window || self.in_flight_bytes >= self.byte_window)
     }
 
     /// Queues a member (its `index` must be the number submitted so far).
     pub fn submit(&mut self, job: Job) -> Result<()> {
         debug_assert_eq!(job.index, self.submitted);
         self.submitted += 1;
+        self.in_flight_bytes += job.data.len();
+        self.sizes.push_back(job.data.len());
         if let Some(c) = &mut self.inline {
             let done = run_job(c, job)?;
             self.ready.insert(done.index, done);
@@ -248,6 +269,9 @@ impl<'scope> Pool<'scope> {
     fn pop_ready(&mut self) -> Option<Done> {
         let d = self.ready.remove(&self.next)?;
         self.next += 1;
+        if let Some(n) = self.sizes.pop_front() {
+            self.in_flight_bytes -= n;
+        }
         Some(d)
     }
 }

@@ -70,9 +70,19 @@
 //! | random.tar (84 MB) | 39.1 MB/s, 67.66 MB | 33.0 MB/s, 67.63 MB |
 //!
 //! libdeflate is used. Gzip levels are libdeflate's: 0 (store) to 12, where 10–12 are its
-//! much slower near-optimal levels (smallest output). The default, 9, gives blobs smaller than
-//! the Go tool's on real layers; on the synthetic word-salad text of the vectors' `random.tar`
-//! and `edge.tar` libdeflate 9 is about 0.8 % larger than Go's level 9 (level 10 is 7 %
+//! much slower near-optimal levels (smallest output). They are not zlib's: libdeflate's level
+//! 7 already gives output no larger than zlib's (and Go's) level 9 on real layers. The
+//! default is therefore 7, the fastest level whose blobs are no larger than the Go tool's
+//! defaults (`cargo bench -p estargz-benches --bench build`, 2 cores, medians of 3):
+//!
+//! | input | level 7 | level 9 | Go tool (level 9) |
+//! |---|---|---|---|
+//! | /usr/share/doc (121 MB) | 117.9 MB/s, 68.91 MB | 75.2 MB/s, 68.81 MB | 19.3 MB/s, 69.02 MB |
+//! | large Go executables (129 MB) | 87.0 MB/s, 44.50 MB | 41.1 MB/s, 44.31 MB | 9.5 MB/s, 45.53 MB |
+//!
+//! The exception is synthetic text of a few words in random order (the vectors' `random.tar`
+//! and `edge.tar`, the bench's input (d)): there libdeflate's shorter match search loses, and
+//! even level 9 is about 0.8 % larger than Go's level 9 (level 10 is 7 %
 //! smaller). zstd:chunked uses zstd levels (default 3).
 
 use std::collections::{BTreeMap, HashMap};
@@ -99,8 +109,9 @@ use tar_out::{write_header, OutHeader};
 
 /// The default chunk size: 4 MiB.
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
-/// The default gzip level (libdeflate level 9).
-pub const DEFAULT_GZIP_LEVEL: i32 = 9;
+/// The default gzip level: libdeflate level 7, the fastest whose output is no larger than the
+/// Go tool's (zlib-style level 9) on real layers (see the module docs).
+pub const DEFAULT_GZIP_LEVEL: i32 = 7;
 /// The default bound of [`BuildOptions::max_sparse_expansion`]: 16 GiB.
 pub const DEFAULT_MAX_SPARSE_EXPANSION: u64 = 16 << 30;
 /// The default zstd level.
@@ -420,19 +431,18 @@ impl Builder {
                 members: 0,
                 cur: Vec::new(),
                 cur_chunks: Vec::new(),
+                free: Vec::new(),
                 diff: Hasher::new(),
                 uncompressed: 0,
                 toc: Vec::new(),
                 unames: HashMap::new(),
                 gnames: HashMap::new(),
-                free: Vec::new(),
                 chunk_size,
                 min_chunk_size: self.opts.min_chunk_size,
                 header_cap: chunk_size.max(1 << 20) as usize,
                 done: 0,
                 total,
                 progress: self.opts.progress.as_deref(),
-                buf_cap: 0,
             };
             for item in &items {
                 em.emit(item, &entries, &mut src, &mut pool)?;
@@ -530,6 +540,9 @@ impl<R: Read> Read for ProgressReader<'_, R> {
     }
 }
 
+/// Largest member buffer kept for reuse.
+const REUSED_BUFFER_MAX: usize = 1 << 20;
+
 /// Pass 2 state: the member being filled, the TOC, the hashes and the output.
 struct Emitter<'p, W> {
     out: W,
@@ -540,19 +553,18 @@ struct Emitter<'p, W> {
     members: usize,
     cur: Vec<u8>,
     cur_chunks: Vec<(usize, Range<usize>)>,
+    free: Vec<Vec<u8>>,
     diff: Hasher,
     uncompressed: u64,
     toc: Vec<TocEntry>,
     unames: HashMap<i64, String>,
     gnames: HashMap<i64, String>,
-    free: Vec<Vec<u8>>,
     chunk_size: u64,
     min_chunk_size: u64,
     header_cap: usize,
     done: u64,
     total: u64,
     progress: Option<&'p (dyn Fn(Progress) + Send + Sync)>,
-    buf_cap: usize,
 }
 
 /// Go's `nameIfChanged`: the name when non-empty and different from the last one emitted
@@ -708,6 +720,9 @@ impl<W: Write> Emitter<'_, W> {
             chunk.offset = self.members as i64; // resolved to a blob offset in `finish`
             chunk.inner_offset = self.cur.len() as i64;
             let start = self.cur.len();
+            // Room for the chunk, its padding and the headers that usually follow, in one
+            // allocation (growing a multi-MiB buffer by doubling would copy it).
+            self.cur.reserve(n as usize + 4096);
             self.cur.resize(start + n as usize, 0);
             reader
                 .read(src, written, &mut self.cur[start..])
@@ -742,9 +757,6 @@ impl<W: Write> Emitter<'_, W> {
         }
         let next = self.free.pop().unwrap_or_default();
         let data = std::mem::replace(&mut self.cur, next);
-        self.cur
-            .reserve(self.buf_cap.min(self.chunk_size as usize + 4096));
-        self.buf_cap = self.buf_cap.max(data.len());
         self.diff.update(&data);
         self.uncompressed += data.len() as u64;
         let job = Job {
@@ -778,7 +790,8 @@ impl<W: Write> Emitter<'_, W> {
             }
         }
         let mut data = d.data;
-        if self.free.len() < 4 {
+        // Reuse small buffers; a multi-MiB one is cheaper to allocate again than to keep.
+        if self.free.len() < 4 && data.capacity() <= REUSED_BUFFER_MAX {
             data.clear();
             self.free.push(data);
         }
