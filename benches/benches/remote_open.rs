@@ -12,19 +12,17 @@
 //! `cargo bench -p estargz-benches --bench remote_open` (needs Debian's `docker-registry`;
 //! prints a note and exits otherwise). Prints one table of medians.
 
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use estargz::Digest;
+use estargz_benches::shaping::start_proxy;
 use estargz_io::config::RegistryConfig;
 use estargz_io::layer::LayerOptions;
 use estargz_io::registry::RegistryClient;
 use estargz_io::source::{FileSource, RegistryOptions, RegistrySource};
 use estargz_io::{ChunkCache, Reference, RemoteLayer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const RUNS: usize = 5;
 
@@ -77,68 +75,6 @@ fn start_registry() -> Option<Registry> {
         host: format!("127.0.0.1:{port}"),
         _dir: dir,
     })
-}
-
-/// Copies `from` to `to`, delivering each read `delay` after it arrived, at most `rate`
-/// bytes per second.
-async fn delay_line(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    delay: Duration,
-    rate: f64,
-) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-    let reader = tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            match from.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if tx
-                        .send((Instant::now() + delay, buf[..n].to_vec()))
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    let mut next_free = Instant::now();
-    while let Some((due, data)) = rx.recv().await {
-        let start = due.max(next_free);
-        tokio::time::sleep_until(start.into()).await;
-        next_free = start + Duration::from_secs_f64(data.len() as f64 / rate);
-        if to.write_all(&data).await.is_err() {
-            break;
-        }
-    }
-    reader.abort();
-}
-
-/// A shaping proxy to `upstream`: `rtt` added per round trip, `rate` bytes/s each way.
-async fn start_proxy(upstream: SocketAddr, rtt: Duration, rate: f64) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((c, _)) = l.accept().await {
-            let _ = c.set_nodelay(true);
-            tokio::spawn(async move {
-                let Ok(u) = TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let _ = u.set_nodelay(true);
-                let (cr, cw) = c.into_split();
-                let (ur, uw) = u.into_split();
-                let one_way = rtt / 2;
-                tokio::join!(
-                    delay_line(cr, uw, one_way, rate),
-                    delay_line(ur, cw, one_way, rate)
-                );
-            });
-        }
-    });
-    addr
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -200,7 +136,7 @@ fn main() {
         rt.block_on(client.upload_blob("bench/layer", b.bytes.clone()))
             .expect("upload");
     }
-    let upstream: SocketAddr = reg.host.parse().expect("addr");
+    let upstream: std::net::SocketAddr = reg.host.parse().expect("addr");
     println!(
         "{:<44} {:>10} {:>10}",
         "measure (median of 5)", "rtt 20ms", "rtt 100ms"

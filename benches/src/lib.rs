@@ -1,1 +1,4 @@
-//! Benchmarks of the estargz crates (see the `benches/` targets and the README).
+//! Benchmarks of the estargz crates (see the `benches/` targets and the README), and what
+//! several of them share.
+
+pub mod shaping;

@@ -515,6 +515,43 @@ pub fn busybox_image() -> Image {
     image_from_layers(&[busybox_layer(), l2], |t| (gzip(t), BTreeMap::new()))
 }
 
+/// The daemon binary: Cargo's for this crate's tests, else the release build (the
+/// `estargz-benches` benchmarks include this module).
+pub fn daemon_bin() -> PathBuf {
+    option_env!("CARGO_BIN_EXE_estargz-snapshotter").map_or_else(
+        || estargz_testkit::target_dir().join("release/estargz-snapshotter"),
+        PathBuf::from,
+    )
+}
+
+/// The `estargz` CLI: Cargo's for this crate's tests, else the release build.
+pub fn estargz_bin() -> PathBuf {
+    option_env!("CARGO_BIN_EXE_estargz").map_or_else(
+        || estargz_testkit::target_dir().join("release/estargz"),
+        PathBuf::from,
+    )
+}
+
+/// `estargz image pull --plain-http --json` of `reference` into the containerd at `address`
+/// with the `estargz` snapshotter; its JSON report.
+pub fn image_pull(address: &Path, reference: &str) -> serde_json::Value {
+    let o = Command::new("timeout")
+        .arg("300")
+        .arg(estargz_bin())
+        .args(["image", "pull", "--plain-http", "--json", "--address"])
+        .arg(address)
+        .args(["--snapshotter", "estargz", reference])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "estargz image pull: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 /// The daemon, with its own config under `dir`.
 #[derive(Debug)]
 pub struct Daemon {
@@ -567,9 +604,7 @@ impl Daemon {
         let log = self.log.with_extension(format!("{}.log", self.starts));
         self.proc = Proc::spawn(
             "estargz-snapshotter",
-            Command::new(env!("CARGO_BIN_EXE_estargz-snapshotter"))
-                .arg("--config")
-                .arg(&self.config),
+            Command::new(daemon_bin()).arg("--config").arg(&self.config),
             &log,
         );
         let sock = self.socket.clone();
