@@ -25,21 +25,7 @@ const PREREQS: &[(&str, &str)] = &[
 ];
 
 fn pull(env: &Env, reference: &str) -> serde_json::Value {
-    let o = Command::new("timeout")
-        .arg("120")
-        .arg(env!("CARGO_BIN_EXE_estargz"))
-        .args(["image", "pull", "--plain-http", "--json", "--address"])
-        .arg(&env.ctd().address)
-        .args(["--snapshotter", "estargz", reference])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "estargz image pull: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
+    image_pull(&env.ctd().address, reference)
 }
 
 fn layer<'a>(report: &'a serde_json::Value, digest: &str) -> &'a serde_json::Value {
@@ -210,6 +196,26 @@ fn registry_layers_are_mounted_from_the_registry_and_fetched_on_demand() {
         let s = env.daemon().layer_status(l["digest"].as_str().unwrap());
         assert_eq!(s["mode"], "remote", "{s}");
     }
+    // containerd prepares the layers one after another; the daemon opened the data layer
+    // (footer and TOC) while it mounted busybox, and its mount took that one.
+    let logs = env.daemon().logs();
+    let mounted: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("layer mounted"))
+        .collect();
+    assert!(
+        mounted
+            .iter()
+            .any(|l| l.contains(&lazy_digest) && l.contains("opened_ahead=true")),
+        "the data layer was not opened ahead: {mounted:#?}"
+    );
+    assert!(
+        mounted
+            .iter()
+            .any(|l| l.contains(layers[0]["digest"].as_str().unwrap())
+                && l.contains("opened_ahead=false")),
+        "{mounted:#?}"
+    );
     // Layer sizes from the converted manifest.
     let (code, _, body) = http(
         &addr,

@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use estargz_fuse::{
     LayerSource, LocalLayer, LocalOptions, Mount, MountOptions, RemoteOptions, RemoteSource,
@@ -36,6 +36,22 @@ pub struct LayerHost {
     mounts: Mutex<HashMap<PathBuf, Mounted>>,
     /// The chunk cache of registry layers, opened at the first registry mount.
     chunks: Mutex<Option<Arc<ChunkCache>>>,
+    /// Registry layers opened ahead of their own mount (see [`LayerHost::mount`]), by blob
+    /// digest.
+    ahead: Mutex<HashMap<String, Ahead>>,
+}
+
+/// How long a layer opened ahead waits for its mount before it is dropped (containerd skips
+/// the Prepare of a layer it already has).
+const AHEAD_TTL: Duration = Duration::from_secs(120);
+
+/// The result of opening a layer ahead: set once by the thread that opens it.
+type AheadResult = Arc<(Mutex<Option<Result<Arc<RemoteSource>, Fallback>>>, Condvar)>;
+
+/// A layer being opened, or opened, ahead of its mount.
+struct Ahead {
+    result: AheadResult,
+    since: Instant,
 }
 
 impl std::fmt::Debug for LayerHost {
@@ -65,19 +81,7 @@ pub fn resolve(
         opts.cache_dir = Some(cache_dir.to_path_buf());
     }
     // Local copies first: `file://` alternative URLs, then the configured local directories.
-    let digest = layer.digest.to_string();
-    let (algo, hex) = digest.split_once(':').unwrap_or(("sha256", &digest));
-    let mut candidates: Vec<PathBuf> = layer
-        .urls
-        .iter()
-        .filter_map(|u| u.strip_prefix("file://"))
-        .map(PathBuf::from)
-        .collect();
-    for dir in &config.resolver.local_dirs {
-        candidates.push(dir.join(algo).join(hex));
-        candidates.push(dir.join("blobs").join(algo).join(hex));
-    }
-    for path in candidates {
+    for path in local_candidates(config, &layer.digest.to_string(), &layer.urls) {
         if path.is_file() {
             return match LocalLayer::open(&path, opts.clone()) {
                 Ok(l) => Ok(Arc::new(l)),
@@ -86,6 +90,21 @@ pub fn resolve(
         }
     }
     open_registry(config, layer, chunks()?)
+}
+
+/// Where a local copy of blob `digest` may be: `file://` URLs, then the `local_dirs`.
+fn local_candidates(config: &Config, digest: &str, urls: &[String]) -> Vec<PathBuf> {
+    let (algo, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+    let mut candidates: Vec<PathBuf> = urls
+        .iter()
+        .filter_map(|u| u.strip_prefix("file://"))
+        .map(PathBuf::from)
+        .collect();
+    for dir in &config.resolver.local_dirs {
+        candidates.push(dir.join(algo).join(hex));
+        candidates.push(dir.join("blobs").join(algo).join(hex));
+    }
+    candidates
 }
 
 /// The registry settings of `config` as `estargz-io` takes them: hosts and mirrors from
@@ -177,6 +196,22 @@ fn open_registry(
     layer: &LayerRef,
     cache: Arc<ChunkCache>,
 ) -> Result<Arc<dyn LayerSource>, Fallback> {
+    let remote = RemoteOptions {
+        prefetch: !config.noprefetch,
+        background_fetch: !config.no_background_fetch,
+        runtime_threads: 2,
+        ..RemoteOptions::default()
+    };
+    Ok(open_registry_source(config, layer, cache, remote)?)
+}
+
+/// [`open_registry`], starting what `remote` says.
+fn open_registry_source(
+    config: &Config,
+    layer: &LayerRef,
+    cache: Arc<ChunkCache>,
+    remote: RemoteOptions,
+) -> Result<Arc<RemoteSource>, Fallback> {
     let mut reference: estargz_io::Reference =
         layer
             .reference
@@ -197,12 +232,6 @@ fn open_registry(
         None => LayerOptions::unverified(),
     };
     opts.format.verify_chunks = !config.disable_verification;
-    let remote = RemoteOptions {
-        prefetch: !config.noprefetch,
-        background_fetch: !config.no_background_fetch,
-        runtime_threads: 2,
-        ..RemoteOptions::default()
-    };
     match RemoteSource::open(Arc::new(source), cache, opts, remote) {
         Ok(s) => Ok(Arc::new(s)),
         Err(e) => Err(classify_registry(&e.to_string(), &reference.to_string())),
@@ -249,6 +278,7 @@ impl LayerHost {
             config,
             mounts: Mutex::new(HashMap::new()),
             chunks: Mutex::new(None),
+            ahead: Mutex::new(HashMap::new()),
         }
     }
 
@@ -283,18 +313,16 @@ impl LayerHost {
         };
         let layer = labels::parse(labels, policy)?;
         let digest = layer.digest.to_string();
-        let source = resolve(&self.config, &layer, &self.cache_dir(mountpoint), || {
-            let mut slot = self
-                .chunks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(c) = slot.as_ref() {
-                return Ok(c.clone());
-            }
-            let c = Arc::new(open_chunk_cache(&self.config)?);
-            *slot = Some(c.clone());
-            Ok(c)
-        })?;
+        self.open_ahead(&layer);
+        let (source, ahead) = match self.take_ahead(&layer) {
+            Some(s) => (s, true),
+            None => (
+                resolve(&self.config, &layer, &self.cache_dir(mountpoint), || {
+                    self.chunk_cache()
+                })?,
+                false,
+            ),
+        };
         let mut opts = MountOptions {
             auto_unmount: false,
             allow_other: true,
@@ -309,10 +337,128 @@ impl LayerHost {
             kind: "mount",
             reason: format!("FUSE mount at {}: {e}", mountpoint.display()),
         })?;
-        tracing::info!(mountpoint = %mountpoint.display(), digest = %digest, reference = %layer.reference, "layer mounted");
+        tracing::info!(mountpoint = %mountpoint.display(), digest = %digest, reference = %layer.reference, opened_ahead = ahead, "layer mounted");
         self.lock()
             .insert(mountpoint.to_path_buf(), Mounted { mount, digest });
         Ok(())
+    }
+
+    /// The chunk cache shared by registry layers, opened on first use.
+    fn chunk_cache(&self) -> Result<Arc<ChunkCache>, Fallback> {
+        let mut slot = self
+            .chunks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(open_chunk_cache(&self.config)?);
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Opens, on threads of their own, the registry layers of the same image that the labels
+    /// list after this one (`stargz.layers`) and that are neither mounted nor local, and
+    /// starts their prefetch: containerd prepares layers one after another, and by the time
+    /// it asks for the next one its TOC is read and its prioritised files are on their way.
+    /// A layer opened ahead is not verified yet (its TOC digest label comes with its own
+    /// mount); nothing of it is served before [`LayerHost::take_ahead`] checks the digest,
+    /// and what prefetch caches is keyed and checked by chunk digest. Its background fetch
+    /// starts at its mount. Unclaimed ones are dropped after [`AHEAD_TTL`].
+    fn open_ahead(&self, layer: &LayerRef) {
+        let mut ahead = self
+            .ahead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ahead.retain(|_, a| a.since.elapsed() < AHEAD_TTL);
+        let mounted: Vec<String> = self.lock().values().map(|m| m.digest.clone()).collect();
+        let own = layer.digest.to_string();
+        for other in &layer.layers {
+            if *other == own
+                || ahead.contains_key(other)
+                || mounted.contains(other)
+                || local_candidates(&self.config, other, &[])
+                    .iter()
+                    .any(|p| p.is_file())
+            {
+                continue;
+            }
+            let Ok(digest) = other.parse::<estargz::Digest>() else {
+                continue;
+            };
+            let Ok(cache) = self.chunk_cache() else {
+                return;
+            };
+            let result: AheadResult = Arc::default();
+            ahead.insert(
+                other.clone(),
+                Ahead {
+                    result: Arc::clone(&result),
+                    since: Instant::now(),
+                },
+            );
+            let config = self.config.clone();
+            let target = LayerRef {
+                digest,
+                toc_digest: None,
+                layers: Vec::new(),
+                urls: Vec::new(),
+                ..layer.clone()
+            };
+            let spawned = std::thread::Builder::new()
+                .name("estargz-ahead".into())
+                .spawn(move || {
+                    let remote = RemoteOptions {
+                        prefetch: !config.noprefetch,
+                        background_fetch: false,
+                        runtime_threads: 2,
+                        ..RemoteOptions::default()
+                    };
+                    let r = open_registry_source(&config, &target, cache, remote);
+                    match &r {
+                        Ok(_) => tracing::debug!(digest = %target.digest, "layer opened ahead of its mount"),
+                        Err(f) => tracing::debug!(digest = %target.digest, reason = %f.reason, "opening a layer ahead failed"),
+                    }
+                    let (slot, ready) = &*result;
+                    *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+                    ready.notify_all();
+                });
+            if spawned.is_err() {
+                ahead.remove(other);
+            }
+        }
+    }
+
+    /// The layer opened ahead for `layer`'s digest, once its TOC digest matches the label
+    /// (waiting for the open to finish, within the fetch timeout); `None` to open it the
+    /// usual way (never opened ahead, failed, or another TOC).
+    fn take_ahead(&self, layer: &LayerRef) -> Option<Arc<dyn LayerSource>> {
+        let entry = self
+            .ahead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&layer.digest.to_string())?;
+        let (slot, ready) = &*entry.result;
+        let timeout = Duration::from_secs(self.config.blob.fetching_timeout_sec.max(1));
+        let guard = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut guard, _) = ready
+            .wait_timeout_while(guard, timeout, |r| r.is_none())
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let source = guard.take()?.ok()?;
+        if let Some(expected) = layer.toc_digest {
+            if source.layer().toc_digest() != expected {
+                tracing::warn!(digest = %layer.digest, "the layer opened ahead has another TOC digest than its label: opened again");
+                return None;
+            }
+        }
+        source.start(&RemoteOptions {
+            prefetch: false,
+            background_fetch: !self.config.no_background_fetch,
+            ..RemoteOptions::default()
+        });
+        Some(source)
     }
 
     /// Whether a live mount of ours is at `mountpoint`.
