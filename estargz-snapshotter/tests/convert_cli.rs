@@ -465,3 +465,28 @@ fn help_is_complete() {
     let o = estargz(&["--help"]);
     assert!(text(&o.stdout).contains("convert"), "{}", text(&o.stdout));
 }
+
+/// `estargz convert ... --json | head -c 1`: the reader closes the pipe before the report is
+/// written. The blob is written, the command succeeds quietly (no panic on the closed pipe).
+#[test]
+fn a_closed_stdout_is_not_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.tar");
+    std::fs::write(&input, input_tar()).expect("write input");
+    let out = dir.path().join("out.esgz");
+    for extra in [&["--json"][..], &[][..]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let o = Command::new(env!("CARGO_BIN_EXE_estargz"))
+            .arg("convert")
+            .args(extra)
+            .args([p(&input), p(&out)])
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .output()
+            .expect("run estargz");
+        ok(&o);
+        assert!(!text(&o.stderr).contains("panicked"), "{}", text(&o.stderr));
+        Reader::open(std::fs::File::open(&out).expect("blob")).expect("the blob was written");
+    }
+}

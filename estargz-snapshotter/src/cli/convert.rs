@@ -208,7 +208,7 @@ pub fn convert(a: &ConvertArgs) -> Result<(), String> {
         if to_stdout {
             eprintln!("{text}");
         } else {
-            println!("{text}");
+            super::print_stdout(&text)?;
         }
     } else {
         let mb = report.uncompressed_size as f64 / 1e6;
@@ -228,7 +228,7 @@ pub fn convert(a: &ConvertArgs) -> Result<(), String> {
         if to_stdout {
             eprintln!("{summary}");
         } else {
-            println!("{summary}");
+            super::print_stdout(&summary)?;
         }
         for m in &report.missed_prioritized {
             eprintln!("estargz: warning: prioritized file not found: {m}");

@@ -126,24 +126,26 @@ fn convert(a: &ImageConvertArgs) -> Result<(), String> {
         .map_err(|e| format!("{} -> {}: {e}", a.source, a.destination))?;
     if a.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        println!("{text}");
+        super::print_stdout(text)
     } else {
-        print_summary(&report);
+        super::print_stdout(summary(&report).trim_end())
     }
-    Ok(())
 }
 
-fn print_summary(r: &ConvertReport) {
-    println!("{} -> {}", r.source, r.destination);
+fn summary(r: &ConvertReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "{} -> {}", r.source, r.destination);
     for m in &r.manifests {
         let p = m.platform.as_deref().unwrap_or("image");
-        println!("  {p}: manifest {}", m.digest);
+        let _ = writeln!(out, "  {p}: manifest {}", m.digest);
         for (i, l) in m.layers.iter().enumerate() {
             let what = match l.action {
                 LayerAction::Converted => "converted",
                 LayerAction::Reused => "reused",
             };
-            println!(
+            let _ = writeln!(
+                out,
                 "    layer {i}: {what:9} {} -> {}",
                 l.source_digest, l.digest
             );
@@ -156,9 +158,10 @@ fn print_summary(r: &ConvertReport) {
         }
     }
     for s in &r.skipped {
-        println!("  skipped index entry {s} (platform unknown/unknown)");
+        let _ = writeln!(out, "  skipped index entry {s} (platform unknown/unknown)");
     }
-    println!("  {} {}", r.media_type, r.digest);
+    let _ = writeln!(out, "  {} {}", r.media_type, r.digest);
+    out
 }
 
 /// One progress bar per layer on stderr, only when stderr is a terminal.

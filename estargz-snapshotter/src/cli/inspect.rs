@@ -62,14 +62,7 @@ pub struct TocArgs {
     blob: BlobArgs,
 }
 
-/// Turns a write error into the command's result: a closed pipe (`| head`) is not a failure.
-fn write_result(r: io::Result<()>) -> Result<(), String> {
-    match r {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(format!("writing to stdout: {e}")),
-        Ok(()) => Ok(()),
-    }
-}
+use super::write_result;
 
 fn format_key(f: &Footer) -> &'static str {
     match f {

@@ -95,6 +95,23 @@ impl BlobArgs {
     }
 }
 
+/// Turns a write error into the command's result: a closed pipe (`| head`) is not a failure.
+pub(crate) fn write_result(r: std::io::Result<()>) -> Result<(), String> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(format!("writing to stdout: {e}")),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Writes `text` and a newline to stdout (see [`write_result`]; `println!` would panic on a
+/// closed pipe).
+pub(crate) fn print_stdout(text: impl std::fmt::Display) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    write_result(writeln!(out, "{text}").and_then(|()| out.flush()))
+}
+
 /// Runs the command line of this process and returns its exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

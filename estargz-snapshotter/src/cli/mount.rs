@@ -269,9 +269,9 @@ fn serve<S: LayerSource>(
     );
     let stats = mount.stats();
     let unmounted = mount.unmount();
-    println!("{stats}");
+    let _ = super::print_stdout(stats);
     if let Some(r) = &report {
-        println!("{}", r());
+        let _ = super::print_stdout(r());
     }
     unmounted.map_err(|e| e.to_string())
 }
@@ -294,12 +294,11 @@ async fn wait(
             _ = term.recv() => return Ok("terminated"),
             _ = hup.recv() => return Ok("hung up"),
             _ = usr1.recv() => {
-                use std::io::Write;
-                println!("{}", mount.stats());
+                // A closed stdout must not take the mount down.
+                let _ = super::print_stdout(mount.stats());
                 if let Some(r) = report {
-                    println!("{}", r());
+                    let _ = super::print_stdout(r());
                 }
-                let _ = std::io::stdout().flush();
             }
             _ = tick.tick() => {
                 if !mount.is_alive() {

@@ -82,9 +82,8 @@ pub fn run(a: &PullArgs) -> Result<(), String> {
             "manifest": report.manifest,
             "layers": layers,
         });
-        println!("{j}");
+        super::print_stdout(j)
     } else {
-        print!("{}", describe(&report));
+        super::print_stdout(describe(&report).trim_end())
     }
-    Ok(())
 }

@@ -77,8 +77,7 @@ pub fn status(args: &StatusArgs) -> Result<(), String> {
         }
     };
     if args.json {
-        println!("{}", text.trim_end());
-        return Ok(());
+        return super::print_stdout(text.trim_end());
     }
     #[derive(serde::Deserialize)]
     struct Doc {
