@@ -71,7 +71,12 @@ impl Compressor {
         match self {
             Compressor::Gzip(c) => {
                 // Zeroed by the allocator: pages past what is written are never touched.
-                let mut out = vec![0u8; c.gzip_compress_bound(data.len())];
+                let bound = c.gzip_compress_bound(data.len());
+                let mut out = if bound >= BIG_BUFFER_MIN {
+                    big_buffer(bound)
+                } else {
+                    vec![0u8; bound]
+                };
                 let n = c.gzip_compress(data, &mut out).map_err(|e| {
                     Error::io(
                         "gzip-compressing a member",
@@ -86,6 +91,29 @@ impl Compressor {
                 .map_err(|e| Error::io("zstd-compressing a member", e)),
         }
     }
+}
+
+/// Buffers of at least this many bytes are allocated with [`big_buffer`].
+pub(crate) const BIG_BUFFER_MIN: usize = 128 << 10;
+
+/// The capacity [`big_buffer`] reserves: just over glibc's largest dynamic mmap threshold
+/// (`DEFAULT_MMAP_THRESHOLD_MAX`, 32 MiB on 64-bit).
+const BIG_BUFFER_CAPACITY: usize = (32 << 20) + (64 << 10);
+
+/// A buffer for a member or a compressed member of `len` bytes or more (zeroed, length
+/// `len`).
+///
+/// Multi-MiB buffers allocated on one thread and freed on another made glibc's resident set
+/// several times what was in use: freeing an mmap-ed block raises glibc's mmap threshold to
+/// its size, after which such blocks come from per-thread heaps that are not given back. A
+/// block larger than 32 MiB never raises the threshold, so large buffers reserve that much
+/// address space: it costs no memory (the kernel backs only the pages written, the
+/// allocator's zeroing of a fresh mapping touches none), and freeing it returns every page at
+/// once. Other allocators simply reserve the address space.
+pub(crate) fn big_buffer(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len.max(BIG_BUFFER_CAPACITY)];
+    v.truncate(len);
+    v
 }
 
 /// One member to compress.
@@ -117,8 +145,11 @@ fn run_job(c: &mut Compressor, job: Job) -> Result<Done> {
         .map(|(i, r)| (*i, Digest::of(&job.data[r.clone()])))
         .collect();
     let mut compressed = c.compress(&job.data)?;
-    // A member waiting for its turn holds no slack (shrinking is in place).
-    compressed.shrink_to_fit();
+    // A member waiting for its turn holds no slack (shrinking is in place). A big buffer
+    // keeps its reservation (see `big_buffer`): its unwritten pages cost nothing.
+    if compressed.capacity() < BIG_BUFFER_MIN {
+        compressed.shrink_to_fit();
+    }
     Ok(Done {
         index: job.index,
         compressed,

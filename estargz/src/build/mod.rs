@@ -722,7 +722,15 @@ impl<W: Write> Emitter<'_, W> {
             let start = self.cur.len();
             // Room for the chunk, its padding and the headers that usually follow, in one
             // allocation (growing a multi-MiB buffer by doubling would copy it).
-            self.cur.reserve(n as usize + 4096);
+            let need = start + n as usize + 4096;
+            if need > self.cur.capacity() && need >= compress::BIG_BUFFER_MIN {
+                let mut big = compress::big_buffer(need);
+                big.truncate(start);
+                big[..start].copy_from_slice(&self.cur);
+                self.cur = big;
+            } else {
+                self.cur.reserve(n as usize + 4096);
+            }
             self.cur.resize(start + n as usize, 0);
             reader
                 .read(src, written, &mut self.cur[start..])
