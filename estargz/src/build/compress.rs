@@ -172,9 +172,8 @@ pub(crate) struct Pool<'scope> {
     window: usize,
     /// Most uncompressed bytes in flight.
     byte_window: usize,
-    /// Uncompressed bytes of the members in flight (`sizes` holds each one's).
+    /// Uncompressed bytes of the members in flight (each comes back as `Done::data`).
     in_flight_bytes: usize,
-    sizes: std::collections::VecDeque<usize>,
     _scope: std::marker::PhantomData<&'scope ()>,
 }
 
@@ -205,7 +204,6 @@ impl<'scope> Pool<'scope> {
             window: 64 * threads.max(1),
             byte_window: threads.max(1) * (2 << 20),
             in_flight_bytes: 0,
-            sizes: std::collections::VecDeque::new(),
             _scope: std::marker::PhantomData,
         };
         if threads <= 1 {
@@ -261,7 +259,6 @@ impl<'scope> Pool<'scope> {
         debug_assert_eq!(job.index, self.submitted);
         self.submitted += 1;
         self.in_flight_bytes += job.data.len();
-        self.sizes.push_back(job.data.len());
         if let Some(c) = &mut self.inline {
             let done = run_job(c, job)?;
             self.ready.insert(done.index, done);
@@ -300,9 +297,7 @@ impl<'scope> Pool<'scope> {
     fn pop_ready(&mut self) -> Option<Done> {
         let d = self.ready.remove(&self.next)?;
         self.next += 1;
-        if let Some(n) = self.sizes.pop_front() {
-            self.in_flight_bytes -= n;
-        }
+        self.in_flight_bytes -= d.data.len();
         Some(d)
     }
 }
