@@ -17,7 +17,7 @@ use reqwest::{Method, Response, StatusCode, Url};
 use crate::auth::Authorizer;
 use crate::config::MirrorConfig;
 use crate::error::{Error, RangeList, Result};
-use crate::http::{build_client, header_map};
+use crate::http::{build_client, header_map, method_name, transport};
 use crate::source::registry::endpoint_base;
 use crate::source::RegistryOptions;
 
@@ -154,13 +154,7 @@ impl RegistryClient {
                 tokio::time::sleep(policy.backoff(attempt)).await;
                 continue;
             }
-            let resp = res.map_err(|e| Error::Transport {
-                method: method_str(&method),
-                url: url.to_string(),
-                range: RangeList::default(),
-                message: e.to_string(),
-                timeout: e.is_timeout(),
-            })?;
+            let resp = res.map_err(|e| transport(&method, &url, &RangeList::default(), &e))?;
             if resp.status() == StatusCode::UNAUTHORIZED && !reauthorized {
                 reauthorized = true;
                 auth.unauthorized(url.as_str(), resp.headers(), gen).await?;
@@ -263,26 +257,41 @@ impl RegistryClient {
         let mut off = 0usize;
         while off < data.len() {
             let end = (off + chunk_size.max(1)).min(data.len());
-            let resp = self
-                .send(
-                    &Self::push_scope(repo),
-                    Method::PATCH,
-                    loc.clone(),
-                    &[
-                        ("Content-Type", "application/octet-stream".into()),
-                        ("Content-Range", format!("{off}-{}", end - 1)),
-                    ],
-                    Some(data.slice(off..end)),
-                )
+            loc = self
+                .upload_chunk(repo, &loc, off as u64, data.slice(off..end))
                 .await?;
-            if resp.status() != StatusCode::ACCEPTED {
-                return Err(status_error(Method::PATCH, &loc, resp).await);
-            }
-            loc = location(&loc, &resp)?;
             off = end;
         }
         self.finish_upload(repo, loc, &digest, None).await?;
         Ok(digest)
+    }
+
+    /// One `PATCH` of a chunked upload: `data` at offset `off` of the blob, sent to `loc`.
+    /// Returns where the upload continues.
+    async fn upload_chunk(
+        &self,
+        repo: &str,
+        loc: &reqwest::Url,
+        off: u64,
+        data: Bytes,
+    ) -> Result<reqwest::Url> {
+        let end = off + data.len() as u64;
+        let resp = self
+            .send(
+                &Self::push_scope(repo),
+                Method::PATCH,
+                loc.clone(),
+                &[
+                    ("Content-Type", "application/octet-stream".into()),
+                    ("Content-Range", format!("{off}-{}", end - 1)),
+                ],
+                Some(data),
+            )
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(status_error(Method::PATCH, loc, resp).await);
+        }
+        location(loc, &resp)
     }
 
     /// Asks the registry to link `digest` from `from_repo` into `repo` without uploading.
@@ -415,24 +424,8 @@ impl RegistryClient {
             let want = (len - off).min(chunk_size as u64) as usize;
             let mut buf = vec![0u8; want];
             file.read_exact(&mut buf).await.map_err(ctx)?;
-            let end = off + want as u64;
-            let resp = self
-                .send(
-                    &Self::push_scope(repo),
-                    Method::PATCH,
-                    loc.clone(),
-                    &[
-                        ("Content-Type", "application/octet-stream".into()),
-                        ("Content-Range", format!("{off}-{}", end - 1)),
-                    ],
-                    Some(Bytes::from(buf)),
-                )
-                .await?;
-            if resp.status() != StatusCode::ACCEPTED {
-                return Err(status_error(Method::PATCH, &loc, resp).await);
-            }
-            loc = location(&loc, &resp)?;
-            off = end;
+            loc = self.upload_chunk(repo, &loc, off, Bytes::from(buf)).await?;
+            off += want as u64;
         }
         self.finish_upload(repo, loc, digest, None).await?;
         Ok(true)
@@ -461,13 +454,7 @@ impl RegistryClient {
                 .get(loc)
                 .send()
                 .await
-                .map_err(|e| Error::Transport {
-                    method: "GET",
-                    url: url.to_string(),
-                    range: RangeList::default(),
-                    message: e.to_string(),
-                    timeout: e.is_timeout(),
-                })?
+                .map_err(|e| transport(&Method::GET, &url, &RangeList::default(), &e))?
         } else {
             resp
         };
@@ -508,15 +495,7 @@ impl RegistryClient {
                         .map_err(|e| Error::io("writing a downloaded blob", e))?;
                 }
                 Ok(None) => break,
-                Err(e) => {
-                    return Err(Error::Transport {
-                        method: "GET",
-                        url: url.to_string(),
-                        range: RangeList::default(),
-                        message: e.to_string(),
-                        timeout: e.is_timeout(),
-                    })
-                }
+                Err(e) => return Err(transport(&Method::GET, &url, &RangeList::default(), &e)),
             }
         }
         out.flush()
@@ -549,18 +528,6 @@ impl RegistryClient {
     }
 }
 
-fn method_str(m: &Method) -> &'static str {
-    match *m {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::PUT => "PUT",
-        Method::POST => "POST",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        _ => "request",
-    }
-}
-
 fn location(base: &Url, resp: &Response) -> Result<Url> {
     resp.headers()
         .get(LOCATION)
@@ -588,15 +555,7 @@ async fn read_capped(mut resp: Response, url: &Url, max: u64) -> Result<Bytes> {
                 buf.extend_from_slice(&c);
             }
             Ok(None) => return Ok(Bytes::from(buf)),
-            Err(e) => {
-                return Err(Error::Transport {
-                    method: "GET",
-                    url: url.to_string(),
-                    range: RangeList::default(),
-                    message: e.to_string(),
-                    timeout: e.is_timeout(),
-                })
-            }
+            Err(e) => return Err(transport(&Method::GET, url, &RangeList::default(), &e)),
         }
     }
 }
@@ -613,7 +572,7 @@ async fn status_error(method: Method, url: &Url, resp: Response) -> Error {
         })
         .unwrap_or_default();
     Error::Status {
-        method: method_str(&method),
+        method: method_name(&method),
         url: url.to_string(),
         range: RangeList::default(),
         status,

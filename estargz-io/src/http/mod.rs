@@ -158,15 +158,27 @@ struct GetAnswer {
     single_only: bool,
 }
 
-fn method_name(m: &Method) -> &'static str {
+/// How an error names `m`.
+pub(crate) fn method_name(m: &Method) -> &'static str {
     match *m {
-        Method::HEAD => "HEAD",
         Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
         _ => "request",
     }
 }
 
-fn transport(method: &Method, url: &Url, range: &RangeList, e: &reqwest::Error) -> Error {
+/// The error for a request that got no response (or whose body broke off): the method, URL
+/// and range, and `e` with its chain of causes.
+pub(crate) fn transport(
+    method: &Method,
+    url: &Url,
+    range: &RangeList,
+    e: &reqwest::Error,
+) -> Error {
     let mut message = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
