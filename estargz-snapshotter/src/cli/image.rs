@@ -116,11 +116,7 @@ fn convert(a: &ImageConvertArgs) -> Result<(), String> {
         registry,
         progress: progress_bars(),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+    let rt = super::remote::runtime()?;
     let report = rt
         .block_on(estargz_io::image::convert(&src, &dst, &opts))
         .map_err(|e| format!("{} -> {}: {e}", a.source, a.destination))?;

@@ -55,11 +55,7 @@ pub fn run(a: &PullArgs) -> Result<(), String> {
         plain_http: a.plain_http,
         platform: a.platform.clone(),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+    let rt = super::remote::runtime()?;
     let report = rt
         .block_on(pull(&opts))
         .map_err(|e| format!("pull {}: {e}", a.reference))?;

@@ -49,7 +49,8 @@ pub fn is_remote(blob: &str) -> bool {
     blob.contains("@sha256:") && !std::path::Path::new(blob).exists()
 }
 
-fn runtime() -> Result<Arc<tokio::runtime::Runtime>, String> {
+/// The I/O runtime of a command (two worker threads).
+pub(crate) fn runtime() -> Result<Arc<tokio::runtime::Runtime>, String> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
