@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,113 +19,12 @@ use estargz_io::config::RegistryConfig;
 use estargz_io::registry::RegistryClient;
 use estargz_io::source::{RegistryOptions, RegistrySource};
 use estargz_io::{ChunkCache, LayerOptions, Reference};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const RUNS: usize = 5;
 const VECTOR: &str = "edge-gzip-chunk64k";
 const FILES: [&str; 2] = ["nodotslash/file.txt", "sizes/random-300000"];
 /// Bandwidth of the shaped link, bytes per second each way.
 const RATE: f64 = 12.5e6;
-
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn registry() -> Option<Registry> {
-    let bin = estargz_testkit::prereq::which("docker-registry")?;
-    let dir = tempfile::tempdir().ok()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let cfg = dir.path().join("config.yml");
-    let yaml = format!(
-        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-        dir.path().join("data").display()
-    );
-    std::fs::write(&cfg, yaml).ok()?;
-    let child = Command::new(bin)
-        .arg("serve")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let reg = Registry {
-        child,
-        port,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(reg)
-}
-
-/// Forwards `from` to `to`, each read delivered `delay` after it arrived, at most `RATE` B/s.
-async fn shaped(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    delay: Duration,
-) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-    let pump = tokio::spawn(async move {
-        let mut buf = vec![0u8; 32 << 10];
-        while let Ok(n) = from.read(&mut buf).await {
-            if n == 0
-                || tx
-                    .send((Instant::now() + delay, buf[..n].to_vec()))
-                    .is_err()
-            {
-                return;
-            }
-        }
-    });
-    let mut free_at = Instant::now();
-    while let Some((due, data)) = rx.recv().await {
-        let at = due.max(free_at);
-        tokio::time::sleep_until(at.into()).await;
-        free_at = at + Duration::from_secs_f64(data.len() as f64 / RATE);
-        if to.write_all(&data).await.is_err() {
-            break;
-        }
-    }
-    pump.abort();
-}
-
-/// A proxy to `upstream` adding `rtt` per round trip; returns its address.
-async fn proxy(upstream: SocketAddr, rtt: Duration) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((c, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let Ok(u) = TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let _ = (c.set_nodelay(true), u.set_nodelay(true));
-                let ((cr, cw), (ur, uw)) = (c.into_split(), u.into_split());
-                tokio::join!(shaped(cr, uw, rtt / 2), shaped(ur, cw, rtt / 2));
-            });
-        }
-    });
-    addr
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -161,7 +59,7 @@ fn main() {
         println!("fuse_cold: skipped: needs root and /dev/fuse");
         return;
     }
-    let Some(reg) = registry() else {
+    let Some(reg) = estargz_benches::registry::start() else {
         println!("fuse_cold: skipped: docker-registry not found (apt-get install docker-registry)");
         return;
     };
@@ -175,7 +73,7 @@ fn main() {
     let bytes = bytes::Bytes::from(std::fs::read(&blob_path).expect("blob"));
     let toc =
         Digest::parse(v.manifest.expected.toc_digest.as_deref().expect("toc")).expect("digest");
-    let host = format!("127.0.0.1:{}", reg.port);
+    let host = reg.host.clone();
     let reg_opts = |h: &str| RegistryOptions {
         config: RegistryConfig::plain_http(h),
         keychain: Arc::new(estargz_io::auth::Keychain::empty()),
@@ -247,11 +145,11 @@ fn main() {
 
     for rtt_ms in [0u64, 20, 100] {
         let rtt = Duration::from_millis(rtt_ms);
-        let upstream: SocketAddr = ([127, 0, 0, 1], reg.port).into();
+        let upstream: SocketAddr = reg.host.parse().expect("registry address");
         let addr = if rtt_ms == 0 {
             upstream
         } else {
-            rt.block_on(proxy(upstream, rtt))
+            rt.block_on(estargz_benches::shaping::start_proxy(upstream, rtt, RATE))
         };
         let via = addr.to_string();
         let (mut opens, mut reads, mut fetched) =

@@ -262,18 +262,13 @@ fn main() {
         println!("hello_bench: needs root (containerd, FUSE mounts); skipped");
         return;
     }
-    let mut missing: Vec<String> = [
-        "containerd",
-        "ctr",
-        "runc",
-        "docker-registry",
-        "busybox",
-        "tar",
-    ]
-    .iter()
-    .filter(|c| which(c).is_none())
-    .map(|c| format!("the `{c}` command"))
-    .collect();
+    let mut missing: Vec<String> = common::CONTAINERD_PREREQS
+        .iter()
+        .map(|(c, _)| *c)
+        .chain(["tar"])
+        .filter(|c| which(c).is_none())
+        .map(|c| format!("the `{c}` command"))
+        .collect();
     for p in ["dev/fuse", COMPILE, LINK, DOC]
         .into_iter()
         .chain(LAYERS.iter().map(|l| l.1))

@@ -12,7 +12,6 @@
 //! `cargo bench -p estargz-benches --bench remote_open` (needs Debian's `docker-registry`;
 //! prints a note and exits otherwise). Prints one table of medians.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,57 +24,6 @@ use estargz_io::source::{FileSource, RegistryOptions, RegistrySource};
 use estargz_io::{ChunkCache, Reference, RemoteLayer};
 
 const RUNS: usize = 5;
-
-struct Registry {
-    child: Child,
-    host: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_registry() -> Option<Registry> {
-    let bin = estargz_testkit::prereq::which("docker-registry")?;
-    let dir = tempfile::tempdir().ok()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let cfg = dir.path().join("config.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .ok()?;
-    let child = Command::new(bin)
-        .arg("serve")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(Registry {
-        child,
-        host: format!("127.0.0.1:{port}"),
-        _dir: dir,
-    })
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -124,7 +72,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("rt");
-    let Some(reg) = start_registry() else {
+    let Some(reg) = estargz_benches::registry::start() else {
         println!(
             "remote_open: docker-registry not found (apt-get install docker-registry); skipped"
         );

@@ -13,17 +13,9 @@ use std::time::Duration;
 
 use common::*;
 
-const PREREQS: &[(&str, &str)] = &[
-    ("containerd", "containerd"),
-    ("ctr", "containerd"),
-    ("runc", "runc"),
-    ("docker-registry", "docker-registry"),
-    ("busybox", "busybox-static"),
-];
-
 #[test]
 fn normal_image_pulls_and_runs_like_overlayfs() {
-    if !prerequisites(PREREQS) {
+    if !prerequisites(CONTAINERD_PREREQS) {
         return;
     }
     let env = env("");
@@ -164,7 +156,7 @@ fn image_layer2_big() -> Vec<u8> {
 
 #[test]
 fn crash_and_restart_keep_containerd_consistent() {
-    if !prerequisites(PREREQS) {
+    if !prerequisites(CONTAINERD_PREREQS) {
         return;
     }
     let mut env = env("");
@@ -222,16 +214,7 @@ fn crash_and_restart_keep_containerd_consistent() {
         .success()));
     let id2 = unique("after");
     let out = env.ctd().ctr_retry(
-        &[
-            "run",
-            "--rm",
-            "--snapshotter",
-            "estargz",
-            &reference,
-            &id2,
-            "cat",
-            "/etc/hello.txt",
-        ],
+        &run_args(&reference, &id2, &["cat", "/etc/hello.txt"]),
         Duration::from_secs(30),
     );
     assert_eq!(out, "hello from layer 2\n");
@@ -240,16 +223,7 @@ fn crash_and_restart_keep_containerd_consistent() {
     env.daemon().restart();
     let id3 = unique("graceful");
     let out = env.ctd().ctr_retry(
-        &[
-            "run",
-            "--rm",
-            "--snapshotter",
-            "estargz",
-            &reference,
-            &id3,
-            "cat",
-            "/etc/hello.txt",
-        ],
+        &run_args(&reference, &id3, &["cat", "/etc/hello.txt"]),
         Duration::from_secs(30),
     );
     assert_eq!(out, "hello from layer 2\n");

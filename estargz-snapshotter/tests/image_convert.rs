@@ -243,36 +243,8 @@ fn check_image(dir: &Path, manifest_digest: &str, tars: &[Vec<u8>], oracle: &Pat
             plain.len().to_string(),
             "layer {i}"
         );
-        // Our reader, against the annotated TOC digest.
-        let reader = estargz::Reader::open_with(
-            blob.clone(),
-            estargz::OpenOptions {
-                expected_toc_digest: Some(toc.parse().unwrap()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        reader.verify().unwrap();
-        // Every regular file of the source reads back identically.
-        let mut files = 0;
-        let mut ar = tar::Archive::new(&tar[..]);
-        for e in ar.entries().unwrap() {
-            let mut e = e.unwrap();
-            if e.header().entry_type() != tar::EntryType::Regular {
-                continue;
-            }
-            let path = e.path().unwrap().to_string_lossy().into_owned();
-            let mut want = Vec::new();
-            e.read_to_end(&mut want).unwrap();
-            let mut got = Vec::new();
-            reader
-                .open_file(&path)
-                .unwrap_or_else(|err| panic!("layer {i}: {path}: {err}"))
-                .read_to_end(&mut got)
-                .unwrap();
-            assert!(got == want, "layer {i}: {path} differs");
-            files += 1;
-        }
+        // Our reader, against the annotated TOC digest: the source's files.
+        let files = assert_layer_matches(blob.clone(), toc, tar, &format!("layer {i}"));
         assert!(files > 0);
         // The Go reference reader.
         let path = dir.join("blobs/sha256").join(&digest[7..]);
@@ -289,6 +261,41 @@ fn check_image(dir: &Path, manifest_digest: &str, tars: &[Vec<u8>], oracle: &Pat
             String::from_utf8_lossy(&o.stderr)
         );
     }
+}
+
+/// Opens `blob` with this crate's reader against TOC digest `toc`, verifies every chunk, and
+/// checks that every regular file of `tar` reads back identically (`what` names the layer in
+/// failures). Returns the number of files compared.
+fn assert_layer_matches(blob: Vec<u8>, toc: &str, tar: &[u8], what: &str) -> usize {
+    let reader = estargz::Reader::open_with(
+        blob,
+        estargz::OpenOptions {
+            expected_toc_digest: Some(toc.parse().unwrap()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    reader.verify().unwrap();
+    let mut files = 0;
+    let mut ar = tar::Archive::new(tar);
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let mut want = Vec::new();
+        e.read_to_end(&mut want).unwrap();
+        let mut got = Vec::new();
+        reader
+            .open_file(&path)
+            .unwrap_or_else(|err| panic!("{what}: {path}: {err}"))
+            .read_to_end(&mut got)
+            .unwrap();
+        assert!(got == want, "{what}: {path} differs");
+        files += 1;
+    }
+    files
 }
 
 fn tmp() -> tempfile::TempDir {
@@ -813,20 +820,6 @@ fn ctr_remote_converted_images_are_read_and_reused() {
     ]);
     // The snapshotter socket is never used: conversion works on the content store only.
     let ctd = common::Containerd::start(t.path(), &t.path().join("no-snapshotter.sock"));
-    let ctr_remote = |args: &[&str]| {
-        let o = Command::new("ctr-remote")
-            .arg("--address")
-            .arg(&ctd.address)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "ctr-remote {args:?}: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
     let ctr_remote_out = |args: &[&str]| {
         let o = Command::new("ctr-remote")
             .arg("--address")
@@ -841,6 +834,9 @@ fn ctr_remote_converted_images_are_read_and_reused() {
             String::from_utf8_lossy(&o.stderr)
         );
         String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    let ctr_remote = |args: &[&str]| {
+        ctr_remote_out(args);
     };
 
     // Our images, eStargz and zstd:chunked: containerd pulls and unpacks them with its
@@ -890,32 +886,12 @@ fn ctr_remote_converted_images_are_read_and_reused() {
     // Read the reference tool's layers with this crate: the same files as the source.
     let m: Value = serde_json::from_slice(&read_blob(&out, r["digest"].as_str().unwrap())).unwrap();
     for (l, tar) in m["layers"].as_array().unwrap().iter().zip(&img.tars) {
-        let blob = read_blob(&out, l["digest"].as_str().unwrap());
-        let reader = estargz::Reader::open_with(
-            blob,
-            estargz::OpenOptions {
-                expected_toc_digest: Some(l["annotations"][TOC].as_str().unwrap().parse().unwrap()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        reader.verify().unwrap();
-        let mut ar = tar::Archive::new(&tar[..]);
-        for e in ar.entries().unwrap() {
-            let mut e = e.unwrap();
-            if e.header().entry_type() != tar::EntryType::Regular {
-                continue;
-            }
-            let path = e.path().unwrap().to_string_lossy().into_owned();
-            let mut want = Vec::new();
-            e.read_to_end(&mut want).unwrap();
-            let mut got = Vec::new();
-            reader
-                .open_file(&path)
-                .unwrap()
-                .read_to_end(&mut got)
-                .unwrap();
-            assert!(got == want, "{path} differs");
-        }
+        let digest = l["digest"].as_str().unwrap();
+        assert_layer_matches(
+            read_blob(&out, digest),
+            l["annotations"][TOC].as_str().unwrap(),
+            tar,
+            digest,
+        );
     }
 }

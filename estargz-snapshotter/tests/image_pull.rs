@@ -16,14 +16,6 @@ use std::process::Command;
 
 use common::*;
 
-const PREREQS: &[(&str, &str)] = &[
-    ("containerd", "containerd"),
-    ("ctr", "containerd"),
-    ("runc", "runc"),
-    ("docker-registry", "docker-registry"),
-    ("busybox", "busybox-static"),
-];
-
 fn pull(env: &Env, reference: &str) -> serde_json::Value {
     image_pull(&env.ctd().address, reference)
 }
@@ -39,21 +31,14 @@ fn layer<'a>(report: &'a serde_json::Value, digest: &str) -> &'a serde_json::Val
 
 #[test]
 fn image_pull_mounts_estargz_layers_lazily_and_pulls_the_others() {
-    if !prerequisites(PREREQS) || !estargz_testkit::prereq::require_fuse() {
+    if !prerequisites(CONTAINERD_PREREQS) || !estargz_testkit::prereq::require_fuse() {
         return;
     }
     let Some(oracle) = estargz_testkit::require_oracle() else {
         return;
     };
-    let mut env = env_with(|dir| {
-        format!(
-            "[resolver]\nlocal_dirs = [\"{}\"]\n",
-            dir.join("blobs").display()
-        )
-    });
+    let (mut env, blobs) = env_with_local_blobs();
     let dir = env.dir().to_path_buf();
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
 
     let payload = "pulled lazily by estargz image pull\n".repeat(3000);
     let tar = tar_layer(&[
@@ -91,17 +76,11 @@ fn image_pull_mounts_estargz_layers_lazily_and_pulls_the_others() {
     let images = env.ctd().ctr_ok(&["images", "ls", "-q"]);
     assert!(images.lines().any(|l| l == reference), "{images}");
     let id = unique("pulled");
-    let out = env.ctd().ctr_ok(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        "estargz",
+    let out = env.ctd().ctr_ok(&run_args(
         &reference,
         &id,
-        "sh",
-        "-c",
-        "sha256sum /etc/greeting.txt; ls /bin/busybox",
-    ]);
+        &["sh", "-c", "sha256sum /etc/greeting.txt; ls /bin/busybox"],
+    ));
     assert_eq!(
         out,
         format!(
@@ -135,7 +114,7 @@ fn image_pull_mounts_estargz_layers_lazily_and_pulls_the_others() {
 /// and only what the container reads.
 #[test]
 fn registry_layers_are_mounted_from_the_registry_and_fetched_on_demand() {
-    if !prerequisites(PREREQS) || !estargz_testkit::prereq::require_fuse() {
+    if !prerequisites(CONTAINERD_PREREQS) || !estargz_testkit::prereq::require_fuse() {
         return;
     }
     // No prefetch and no background fetch: what the registry serves is what was read. The
@@ -238,16 +217,9 @@ fn registry_layers_are_mounted_from_the_registry_and_fetched_on_demand() {
     };
 
     let id = unique("registry");
-    let out = env.ctd().ctr_ok(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        "estargz",
-        &reference,
-        &id,
-        "cat",
-        "/etc/hello.txt",
-    ]);
+    let out = env
+        .ctd()
+        .ctr_ok(&run_args(&reference, &id, &["cat", "/etc/hello.txt"]));
     assert_eq!(out, "served from the registry\n");
     let served_all = env.registry().blob_bytes_served(&dir);
     let served = served_all.get(&lazy_digest).copied().unwrap_or(0);
@@ -281,16 +253,9 @@ fn registry_layers_are_mounted_from_the_registry_and_fetched_on_demand() {
     // Reading the whole 12 MiB file goes through the bounded cache: right bytes, and the
     // cache directory stays within its bound (plus one 4 MiB chunk being written).
     let id = unique("big");
-    let out = env.ctd().ctr_ok(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        "estargz",
-        &reference,
-        &id,
-        "sha256sum",
-        "/data/big.bin",
-    ]);
+    let out = env
+        .ctd()
+        .ctr_ok(&run_args(&reference, &id, &["sha256sum", "/data/big.bin"]));
     assert_eq!(out, format!("{}  /data/big.bin\n", &sha256(&big)[7..]));
     let cache = env.daemon().root.join("cache/chunks");
     let used = dir_size(&cache);

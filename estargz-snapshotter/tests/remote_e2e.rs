@@ -17,14 +17,8 @@ use std::time::Duration;
 
 use common::*;
 
-const PREREQS: &[(&str, &str)] = &[
-    ("containerd", "containerd"),
-    ("ctr", "containerd"),
-    ("ctr-remote", "stargz-snapshotter"),
-    ("runc", "runc"),
-    ("docker-registry", "docker-registry"),
-    ("busybox", "busybox-static"),
-];
+/// What these tests need beyond [`CONTAINERD_PREREQS`]: the reference lazy-pull client.
+const PREREQS: &[(&str, &str)] = &[("ctr-remote", "stargz-snapshotter")];
 
 /// `etc/hello.txt`, 20 small files and a 3 MiB file of pseudo-random bytes.
 fn data_layer() -> (Vec<u8>, Vec<u8>) {
@@ -80,21 +74,17 @@ fn rpull(env: &Env, reference: &str) {
 
 #[test]
 fn estargz_layer_mounts_lazily_reads_verified_and_survives_restarts() {
-    if !prerequisites(PREREQS) || !estargz_testkit::prereq::require_fuse() {
+    if !(prerequisites(CONTAINERD_PREREQS)
+        && prerequisites(PREREQS)
+        && estargz_testkit::prereq::require_fuse())
+    {
         return;
     }
     let Some(oracle) = estargz_testkit::require_oracle() else {
         return;
     };
-    let mut env = env_with(|dir| {
-        format!(
-            "[resolver]\nlocal_dirs = [\"{}\"]\n",
-            dir.join("blobs").display()
-        )
-    });
+    let (mut env, blobs) = env_with_local_blobs();
     let dir = env.dir().to_path_buf();
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
     let (tar, big) = data_layer();
     let base = Layer::gzip(&busybox_layer());
     let lazy = Layer::estargz(&oracle, &tar, &dir);
@@ -125,17 +115,15 @@ fn estargz_layer_mounts_lazily_reads_verified_and_survives_restarts() {
 
     // a container reads from both layers through overlayfs on the FUSE mount
     let id = unique("lazy");
-    let out = env.ctd().ctr_ok(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        "estargz",
+    let out = env.ctd().ctr_ok(&run_args(
         &reference,
         &id,
-        "sh",
-        "-c",
-        "cat /etc/hello.txt; head -n 1 /data/f3.txt; sha256sum /data/big.bin; ls /bin/busybox",
-    ]);
+        &[
+            "sh",
+            "-c",
+            "cat /etc/hello.txt; head -n 1 /data/f3.txt; sha256sum /data/big.bin; ls /bin/busybox",
+        ],
+    ));
     let want = format!(
         "hello from a lazy layer\nfile 3\n{}  /data/big.bin\n/bin/busybox\n",
         &sha256(&big)[7..]
@@ -174,16 +162,7 @@ fn estargz_layer_mounts_lazily_reads_verified_and_survives_restarts() {
     assert_eq!(s["mode"], "remote", "{s}");
     let id = unique("after");
     let out = env.ctd().ctr_retry(
-        &[
-            "run",
-            "--rm",
-            "--snapshotter",
-            "estargz",
-            &reference,
-            &id,
-            "cat",
-            "/etc/hello.txt",
-        ],
+        &run_args(&reference, &id, &["cat", "/etc/hello.txt"]),
         Duration::from_secs(30),
     );
     assert_eq!(out, "hello from a lazy layer\n");
@@ -217,17 +196,15 @@ fn estargz_layer_mounts_lazily_reads_verified_and_survives_restarts() {
     let bad_ref = format!("{}/test/tampered:v1", env.registry().addr);
     rpull(&env, &bad_ref);
     let id = unique("tampered");
-    let o = env.ctd().ctr(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        "estargz",
+    let o = env.ctd().ctr(&run_args(
         &bad_ref,
         &id,
-        "sh",
-        "-c",
-        "cat /etc/hello.txt; cat /data/big.bin > /tmp/out; echo rc=$?; wc -c < /tmp/out",
-    ]);
+        &[
+            "sh",
+            "-c",
+            "cat /etc/hello.txt; cat /data/big.bin > /tmp/out; echo rc=$?; wc -c < /tmp/out",
+        ],
+    ));
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -260,16 +237,9 @@ fn estargz_layer_mounts_lazily_reads_verified_and_survives_restarts() {
     });
     assert!(fell_back, "{status}");
     let id = unique("wrongtoc");
-    let out = env.ctd().ctr_ok(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        "estargz",
-        &wrong_ref,
-        &id,
-        "cat",
-        "/etc/hello.txt",
-    ]);
+    let out = env
+        .ctd()
+        .ctr_ok(&run_args(&wrong_ref, &id, &["cat", "/etc/hello.txt"]));
     assert_eq!(out, "hello from a lazy layer\n");
     assert!(env
         .daemon()

@@ -666,6 +666,13 @@ impl Drop for Daemon {
     }
 }
 
+/// The arguments of `ctr run --rm --snapshotter estargz REFERENCE ID CMD...`.
+pub fn run_args<'a>(reference: &'a str, id: &'a str, cmd: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["run", "--rm", "--snapshotter", "estargz", reference, id];
+    args.extend_from_slice(cmd);
+    args
+}
+
 /// containerd with a proxy plugin `estargz` pointing at `snapshotter_socket`.
 #[derive(Debug)]
 pub struct Containerd {
@@ -859,6 +866,16 @@ impl Drop for Env {
     }
 }
 
+/// The commands (and their Debian packages) of the tests that run containerd, a registry and
+/// containers: pass it to [`prerequisites`].
+pub const CONTAINERD_PREREQS: &[(&str, &str)] = &[
+    ("containerd", "containerd"),
+    ("ctr", "containerd"),
+    ("runc", "runc"),
+    ("docker-registry", "docker-registry"),
+    ("busybox", "busybox-static"),
+];
+
 /// Root, the commands and `/dev/fuse`, per the testkit prerequisite rule.
 pub fn prerequisites(commands: &[(&str, &str)]) -> bool {
     if !estargz_testkit::prereq::require_root("the snapshotter end-to-end tests run containerd") {
@@ -872,6 +889,20 @@ pub fn prerequisites(commands: &[(&str, &str)]) -> bool {
 /// Starts a registry, the daemon and containerd in a fresh directory.
 pub fn env(extra_daemon_config: &str) -> Env {
     env_with(|_| extra_daemon_config.to_owned())
+}
+
+/// [`env`] whose daemon also reads layers from a local blob directory (`[resolver]
+/// local_dirs`): returns it and the directory where a blob goes as `<hex digest>`.
+pub fn env_with_local_blobs() -> (Env, PathBuf) {
+    let env = env_with(|dir| {
+        format!(
+            "[resolver]\nlocal_dirs = [\"{}\"]\n",
+            dir.join("blobs").display()
+        )
+    });
+    let blobs = env.dir().join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    (env, blobs)
 }
 
 /// [`env`] with daemon config that depends on the test directory.
