@@ -1,19 +1,21 @@
 //! Memory of the snapshotter: idle, and with 10 lazy layers of 30,000 entries each mounted.
 //!
 //! `cargo build --release -p estargz-snapshotter && cargo bench -p estargz-benches --bench daemon_memory`
-//! (as root, with /dev/fuse). `BENCH_LAYERS` (default 10) and `BENCH_ENTRIES` (default 30000)
-//! change the sizes.
+//! (as root, with /dev/fuse and Debian's `docker-registry`). `BENCH_LAYERS` (default 10) and
+//! `BENCH_ENTRIES` (default 30000) change the sizes.
 //!
 //! Ten tars of `BENCH_ENTRIES` small files (`estargz_testkit::synth::many_small_files`, one
-//! seed per layer) are converted with `target/release/estargz convert` and put in a
-//! `[resolver] local_dirs` directory. The release `estargz-snapshotter` daemon starts with its
-//! FUSE manager; each layer is prepared through the daemon's Snapshots API with the
-//! remote-snapshot labels (as containerd would), so it is mounted lazily with FUSE. Reported:
-//! the resident set (VmRSS) of the daemon and of the FUSE manager, idle, with every layer
+//! seed per layer) are converted with `target/release/estargz convert`, pushed to a local
+//! registry and put in a `[resolver] local_dirs` directory. For each of the two sources (the
+//! registry, which is what nodes run, then the local directory) a release `estargz-snapshotter`
+//! daemon starts with its FUSE manager; each layer is prepared through the daemon's Snapshots
+//! API with the remote-snapshot labels (as containerd would), so it is mounted lazily with
+//! FUSE. Reported: the resident set (VmRSS, and in brackets RssAnon, the part that is not
+//! pages of the executable) of the daemon and of the FUSE manager, idle, with every layer
 //! mounted, and after a `stat` of every entry of every mount (which makes the kernel look up
 //! every inode). The goal (issue 6): under 50 MiB in total with 10 layers mounted. The Go
-//! daemon is not run here (it only reads layers from a registry); its documented footprint is
-//! about 1 KiB per TOC entry held in memory.
+//! daemon is not run here (it only reads layers from a registry with its own client); its
+//! documented footprint is about 1 KiB per TOC entry held in memory.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,13 +32,18 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+/// `(VmRSS, RssAnon)` of `pid` in KiB: the whole resident set, and the part of it that is
+/// heap and stacks rather than pages of the mapped executable and libraries.
+fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("VmRSS:")?, field("RssAnon:")?))
 }
 
 /// The pid of the FUSE manager serving `socket` (its command line names the socket or the
@@ -109,6 +116,22 @@ impl Drop for Daemon {
     }
 }
 
+/// Where the daemon finds the layers' blobs.
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    /// A local `docker-registry`: the path operators run (range reads over HTTP, the TOC
+    /// fetched and parsed in memory).
+    Registry,
+    /// A `[resolver] local_dirs` directory: the blob is a local file.
+    LocalDir,
+}
+
+/// One layer: blob digest, TOC digest, DiffID.
+type Built = (String, String, String);
+
+/// A row of the report: what, (daemon RSS, anon), (manager RSS, anon), in KiB.
+type Row = (String, (u64, u64), (u64, u64));
+
 fn main() {
     let root_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let estargz = root_dir.join("target/release/estargz");
@@ -123,6 +146,12 @@ fn main() {
         println!("daemon_memory: needs root and /dev/fuse; skipped");
         return;
     }
+    let Some(registry) = estargz_benches::registry::start() else {
+        println!(
+            "daemon_memory: skipped: docker-registry not found (apt-get install docker-registry)"
+        );
+        return;
+    };
     let layers = env_usize("BENCH_LAYERS", 10);
     let entries = env_usize("BENCH_ENTRIES", 30_000);
 
@@ -133,9 +162,22 @@ fn main() {
     let dir = tmp.path().to_path_buf();
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).expect("blobs dir");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = estargz_io::registry::RegistryClient::new(
+        &registry.host,
+        estargz_io::source::RegistryOptions {
+            config: estargz_io::config::RegistryConfig::plain_http(&registry.host),
+            keychain: std::sync::Arc::new(estargz_io::auth::Keychain::empty()),
+            ..Default::default()
+        },
+    )
+    .expect("registry client");
 
-    // The layers.
-    let mut built = Vec::new();
+    // The layers, in the local directory and in the registry.
+    let mut built: Vec<Built> = Vec::new();
     let mut toc_entries = 0u64;
     for i in 0..layers {
         let tar = estargz_testkit::synth::many_small_files(entries, 1000 + i as u64);
@@ -161,31 +203,95 @@ fn main() {
             .to_owned();
         let toc_digest = report["tocDigest"].as_str().expect("tocDigest").to_owned();
         let diff_id = report["diffId"].as_str().expect("diffId").to_owned();
-        std::fs::rename(&out, blobs.join(&blob_digest[7..])).expect("move blob");
+        let blob_path = blobs.join(&blob_digest[7..]);
+        std::fs::rename(&out, &blob_path).expect("move blob");
         let _ = std::fs::remove_file(&tar_path);
-        let reader = estargz::Reader::open(
-            std::fs::File::open(blobs.join(&blob_digest[7..])).expect("open blob"),
-        )
-        .expect("reader");
+        let data = std::fs::read(&blob_path).expect("read blob");
+        rt.block_on(client.upload_blob("bench/memory", data.into()))
+            .expect("upload blob");
+        let reader = estargz::Reader::open(std::fs::File::open(&blob_path).expect("open blob"))
+            .expect("reader");
         toc_entries += reader.index().toc_entry_count() as u64;
         built.push((blob_digest, toc_digest, diff_id));
     }
 
-    // The daemon, with its FUSE manager.
+    println!(
+        "\n### Snapshotter memory, {layers} lazy layers of {entries} files ({toc_entries} TOC entries in all)\n"
+    );
+    println!(
+        "| layers from | state | daemon RSS (anon) | FUSE manager RSS (anon) | total | goal |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (source, name) in [
+        (Source::Registry, "registry"),
+        (Source::LocalDir, "local dir"),
+    ] {
+        let run_dir = dir.join(name.replace(' ', "-"));
+        std::fs::create_dir_all(&run_dir).expect("run dir");
+        let rows = measure_daemon(
+            &rt,
+            &daemon_bin,
+            &run_dir,
+            source,
+            &registry.host,
+            &dir,
+            &built,
+        );
+        let mib = |k: u64| k as f64 / 1024.0;
+        for (what, (d, da), (m, ma)) in &rows {
+            let total = d + m;
+            let goal = if what.contains("mounted") {
+                if total < 50 * 1024 {
+                    "< 50 MiB: met"
+                } else {
+                    "< 50 MiB: MISSED"
+                }
+            } else {
+                ""
+            };
+            println!(
+                "| {name} | {what} | {:.1} MiB ({:.1}) | {:.1} MiB ({:.1}) | {:.1} MiB | {goal} |",
+                mib(*d),
+                mib(*da),
+                mib(*m),
+                mib(*ma),
+                mib(total)
+            );
+        }
+    }
+}
+
+/// Starts a daemon in `dir` that finds the blobs per `source`, prepares every layer lazily,
+/// measures, and stops it.
+fn measure_daemon(
+    rt: &tokio::runtime::Runtime,
+    daemon_bin: &Path,
+    dir: &Path,
+    source: Source,
+    registry: &str,
+    blobs_root: &Path,
+    built: &[Built],
+) -> Vec<Row> {
     let socket = dir.join("estargz.sock");
     let config = dir.join("config.toml");
+    let resolver = match source {
+        Source::Registry => format!("[resolver.host.\"{registry}\"]\nmirrors = []\n"),
+        Source::LocalDir => format!(
+            "[resolver]\nlocal_dirs = [\"{}\"]\n",
+            blobs_root.join("blobs").display()
+        ),
+    };
     std::fs::write(
         &config,
         format!(
-            "address = \"{}\"\nroot = \"{}\"\nlog_level = \"warn\"\nnoprefetch = true\nno_background_fetch = true\nfuse_manager.address = \"{}\"\n[resolver]\nlocal_dirs = [\"{}\"]\n",
+            "address = \"{}\"\nroot = \"{}\"\nlog_level = \"warn\"\nnoprefetch = true\nno_background_fetch = true\nfuse_manager.address = \"{}\"\n{resolver}",
             socket.display(),
             dir.join("root").display(),
             dir.join("fm.sock").display(),
-            dir.join("blobs").display()
         ),
     )
     .expect("config");
-    let child = Command::new(&daemon_bin)
+    let child = Command::new(daemon_bin)
         .arg("--config")
         .arg(&config)
         .stdout(Stdio::null())
@@ -194,7 +300,7 @@ fn main() {
         .expect("spawn daemon");
     let daemon = Daemon {
         child,
-        dir: dir.clone(),
+        dir: dir.to_path_buf(),
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
@@ -203,18 +309,20 @@ fn main() {
     }
     std::thread::sleep(Duration::from_millis(500));
     let dpid = daemon.child.id();
-    let measure = |what: &str, rows: &mut Vec<(String, u64, u64)>| {
-        let d = rss_kib(dpid).unwrap_or(0);
-        let m = manager_pid(&config, dpid).and_then(rss_kib).unwrap_or(0);
+    let measure = |what: &str, rows: &mut Vec<Row>| {
+        let d = rss_kib(dpid).unwrap_or((0, 0));
+        let m = manager_pid(&config, dpid)
+            .and_then(rss_kib)
+            .unwrap_or((0, 0));
         rows.push((what.to_owned(), d, m));
     };
     let mut rows = Vec::new();
     measure("idle", &mut rows);
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let reference = match source {
+        Source::Registry => format!("{registry}/bench/memory:v1"),
+        Source::LocalDir => "local.invalid/bench/memory:v1".to_owned(),
+    };
     let chains: Vec<String> = rt.block_on(async {
         let channel = estargz_snapshotter::client::connect_unix(&socket)
             .await
@@ -222,7 +330,7 @@ fn main() {
         let mut c = SnapshotsClient::new(channel);
         let mut parent = String::new();
         let mut chains = Vec::new();
-        for (blob, toc, diff_id) in &built {
+        for (blob, toc, diff_id) in built {
             let chain = if parent.is_empty() {
                 diff_id.clone()
             } else {
@@ -232,7 +340,7 @@ fn main() {
                 ("containerd.io/snapshot.ref", chain.as_str()),
                 (
                     "containerd.io/snapshot/remote/stargz.reference",
-                    "local.invalid/bench/memory:v1",
+                    reference.as_str(),
                 ),
                 ("containerd.io/snapshot/remote/stargz.digest", blob.as_str()),
                 ("containerd.io/snapshot/remote/stargz.layers", blob.as_str()),
@@ -259,7 +367,7 @@ fn main() {
         chains
     });
     std::thread::sleep(Duration::from_millis(500));
-    measure(&format!("{layers} layers mounted"), &mut rows);
+    measure(&format!("{} layers mounted", built.len()), &mut rows);
 
     let mut walked = 0u64;
     for m in mounts_under(&dir.join("root")) {
@@ -269,30 +377,6 @@ fn main() {
         &format!("after stat of every entry ({walked} entries)"),
         &mut rows,
     );
-
-    println!(
-        "\n### Snapshotter memory, {layers} lazy layers of {entries} files ({toc_entries} TOC entries in all)\n"
-    );
-    println!("| state | daemon RSS | FUSE manager RSS | total | goal |");
-    println!("|---|---|---|---|---|");
-    for (what, d, m) in &rows {
-        let total = d + m;
-        let goal = if what.contains("mounted") {
-            if total < 50 * 1024 {
-                "< 50 MiB: met"
-            } else {
-                "< 50 MiB: MISSED"
-            }
-        } else {
-            ""
-        };
-        println!(
-            "| {what} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {goal} |",
-            *d as f64 / 1024.0,
-            *m as f64 / 1024.0,
-            total as f64 / 1024.0
-        );
-    }
 
     // Clean up: snapshots top first, then the daemon (its Drop unmounts what is left).
     rt.block_on(async {
@@ -309,4 +393,5 @@ fn main() {
         }
     });
     drop(daemon);
+    rows
 }

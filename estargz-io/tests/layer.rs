@@ -34,6 +34,10 @@ async fn open_is_one_request_when_the_toc_fits_the_tail_else_two() {
     assert_eq!(src.counters().calls, 1);
     assert_eq!(layer.metrics().open_requests, 1);
     assert_eq!(layer.toc_digest(), blob.toc_digest);
+    // The TOC JSON is not kept: asking for it fetches and checks it again.
+    let json = layer.toc_json().await.expect("toc json");
+    assert_eq!(json, blob.vector.toc_json().expect("vector toc.json"));
+    assert_eq!(src.counters().calls, 2, "the TOC range read again");
 
     let src = counting(&blob).await;
     let opts = LayerOptions {

@@ -153,7 +153,11 @@ pub struct RemoteLayer {
     location: TocLocation,
     index: Index,
     toc_digest: Digest,
-    toc_json: Bytes,
+    /// An external TOC as stored (compressed): kept to answer [`RemoteLayer::toc_json`]. A TOC
+    /// inside the blob is not kept (the JSON is ~10x the index): it is fetched again on demand.
+    external_toc: Option<Bytes>,
+    /// The limits the TOC was decoded with.
+    format: OpenOptions,
     verify: Verify,
     cache: Arc<ChunkCache>,
     metrics: Metrics,
@@ -216,26 +220,29 @@ impl RemoteLayer {
                 .into())
             }
         };
-        let (toc, index) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let toc = decode_toc(&location, &stored, &format)?;
-            let index = location.build_index(&toc.json, &format)?;
-            Ok((toc, index, location, format))
-        })
-        .await
-        .map_err(|e| Error::io("decoding the TOC", e.into()))?
-        .map(|(toc, index, location, format)| ((toc, location, format), index))?;
-        let (toc, location, format) = toc;
+        let external_toc = location.toc_range.is_none().then(|| stored.clone());
+        let (toc_digest, index, location, mut format) =
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                let toc = decode_toc(&location, &stored, &format)?;
+                let index = location.build_index(&toc.json, &format)?;
+                Ok((toc.digest, index, location, format))
+            })
+            .await
+            .map_err(|e| Error::io("decoding the TOC", e.into()))??;
+        format.external_toc = None;
+        let verify = if format.verify_chunks {
+            Verify::Digest
+        } else {
+            Verify::Skip
+        };
         Ok(RemoteLayer {
             fetcher: RangeFetcher::new(source, opts.plan),
             location,
             index,
-            toc_digest: toc.digest,
-            toc_json: Bytes::from(toc.json),
-            verify: if format.verify_chunks {
-                Verify::Digest
-            } else {
-                Verify::Skip
-            },
+            toc_digest,
+            external_toc,
+            format,
+            verify,
             cache,
             metrics,
             activity: Activity::new(),
@@ -253,9 +260,39 @@ impl RemoteLayer {
         self.toc_digest
     }
 
-    /// The TOC JSON.
-    pub fn toc_json(&self) -> &[u8] {
-        &self.toc_json
+    /// The TOC JSON, fetched again from the blob (or decoded again from the external TOC) and
+    /// checked against the layer's TOC digest: the layer does not keep it in memory.
+    pub async fn toc_json(&self) -> Result<Vec<u8>> {
+        let stored = match (&self.location.toc_range, &self.external_toc) {
+            (_, Some(ext)) => ext.clone(),
+            (Some(r), None) => {
+                let t = Instant::now();
+                let b = self.fetcher.source().read_range(r.clone()).await?;
+                self.metrics.latency(t.elapsed());
+                self.metrics.fetched(FetchClass::Open, 1, b.len() as u64);
+                b
+            }
+            (None, None) => {
+                return Err(estargz::Error::Toc(format!(
+                    "{}: the layer has no TOC range and no external TOC",
+                    self.describe
+                ))
+                .into())
+            }
+        };
+        let location = self.location.clone();
+        let format = self.format.clone();
+        let toc = tokio::task::spawn_blocking(move || decode_toc(&location, &stored, &format))
+            .await
+            .map_err(|e| Error::io("decoding the TOC", e.into()))??;
+        if toc.digest != self.toc_digest {
+            return Err(estargz::Error::TocDigestMismatch {
+                expected: self.toc_digest.to_string(),
+                actual: toc.digest.to_string(),
+            }
+            .into());
+        }
+        Ok(toc.json)
     }
 
     /// The footer and where the TOC and payload are.
