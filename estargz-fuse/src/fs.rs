@@ -566,15 +566,18 @@ impl<S: LayerSource> Filesystem for LayerFs<S> {
             Ok(d) => d,
             Err(e) => return reply.error(e),
         };
-        let listing = self.tree.listing(self.index(), dir);
-        let parent = self.index().parent(dir);
-        for i in offset as usize..listing.len() + 2 {
+        let index = self.index();
+        let listing = self.tree.listing(index, dir);
+        let parent = index.parent(dir);
+        for i in offset as usize..listing.len(index) + 2 {
             let (node, kind, name): (NodeId, FileType, &str) = match i {
                 0 => (dir, FileType::Directory, "."),
                 1 => (parent, FileType::Directory, ".."),
                 _ => {
-                    let Some(e) = listing.get(i - 2) else { break };
-                    (e.node, attr::file_type(self.kind(e.node)), &e.name)
+                    let Some((node, name)) = listing.get(index, i - 2) else {
+                        break;
+                    };
+                    (node, attr::file_type(self.kind(node)), name)
                 }
             };
             if reply.add(attr::ino(node), i as u64 + 1, kind, name) {
@@ -596,16 +599,19 @@ impl<S: LayerSource> Filesystem for LayerFs<S> {
             Ok(d) => d,
             Err(e) => return reply.error(e),
         };
-        let listing = self.tree.listing(self.index(), dir);
-        let parent = self.index().parent(dir);
+        let index = self.index();
+        let listing = self.tree.listing(index, dir);
+        let parent = index.parent(dir);
         let ttl = self.opts.ttl;
-        for i in offset as usize..listing.len() + 2 {
+        for i in offset as usize..listing.len(index) + 2 {
             let (node, name): (NodeId, &str) = match i {
                 0 => (dir, "."),
                 1 => (parent, ".."),
                 _ => {
-                    let Some(e) = listing.get(i - 2) else { break };
-                    (e.node, &e.name)
+                    let Some(e) = listing.get(index, i - 2) else {
+                        break;
+                    };
+                    e
                 }
             };
             let a = self.file_attr(node);

@@ -9,8 +9,10 @@
 //! - `.prefetch.landmark` and `.no.prefetch.landmark` are hidden at the root only.
 //!
 //! Whiteouts and opaque directories are found once, when the filesystem is created (one pass
-//! over every directory entry); listings are built on first `readdir` and kept, since the
-//! layer never changes.
+//! over every directory entry). A directory whose entries are all shown under their own names
+//! (almost all of them) is listed straight from the index, with no copy; the listing of one
+//! that hides or renames entries is built on first `readdir` and kept, since the layer never
+//! changes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -32,11 +34,40 @@ pub(crate) struct Listed {
     pub node: NodeId,
 }
 
+/// The visible entries of a directory, sorted by name (byte order), without `.` and `..`.
+#[derive(Clone, Debug)]
+pub(crate) enum Listing {
+    /// Every entry of the directory, as the index lists it.
+    Plain(NodeId),
+    /// The entries after whiteout translation and hiding.
+    Built(Arc<[Listed]>),
+}
+
+impl Listing {
+    /// The number of entries.
+    pub fn len(&self, index: &Index) -> usize {
+        match self {
+            Listing::Plain(dir) => index.dir_len(*dir),
+            Listing::Built(l) => l.len(),
+        }
+    }
+
+    /// Entry `i`: (node, name shown).
+    pub fn get<'a>(&'a self, index: &'a Index, i: usize) -> Option<(NodeId, &'a str)> {
+        match self {
+            Listing::Plain(dir) => index.dir_entry(*dir, i).map(|(name, node)| (node, name)),
+            Listing::Built(l) => l.get(i).map(|e| (e.node, &*e.name)),
+        }
+    }
+}
+
 /// Whiteouts, opaque directories and cached listings. See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Tree {
     whiteouts: HashSet<NodeId>,
     opaque: HashSet<NodeId>,
+    /// Directories with an entry that is hidden or shown under another name.
+    translated: HashSet<NodeId>,
     listings: Mutex<HashMap<NodeId, Arc<[Listed]>>>,
 }
 
@@ -71,11 +102,15 @@ impl Tree {
     pub fn new(index: &Index) -> Tree {
         let mut whiteouts = HashSet::new();
         let mut opaque = HashSet::new();
+        let mut translated = HashSet::new();
         for dir in (0..index.node_count() as u32).map(NodeId) {
             if index.attr(dir).kind != NodeKind::Dir {
                 continue;
             }
             for (name, child) in index.read_dir(dir) {
+                if !visible(dir, name) {
+                    translated.insert(dir);
+                }
                 if name == OPAQUE_MARKER {
                     opaque.insert(dir);
                 } else if whiteout_target(index, dir, name).is_some() {
@@ -86,6 +121,7 @@ impl Tree {
         Tree {
             whiteouts,
             opaque,
+            translated,
             listings: Mutex::new(HashMap::new()),
         }
     }
@@ -122,9 +158,12 @@ impl Tree {
     }
 
     /// The visible entries of `dir`, sorted by name (byte order), without `.` and `..`.
-    pub fn listing(&self, index: &Index, dir: NodeId) -> Arc<[Listed]> {
+    pub fn listing(&self, index: &Index, dir: NodeId) -> Listing {
+        if !self.translated.contains(&dir) {
+            return Listing::Plain(dir);
+        }
         if let Some(l) = self.listings.lock().ok().and_then(|m| m.get(&dir).cloned()) {
-            return l;
+            return Listing::Built(l);
         }
         let mut entries: Vec<Listed> = Vec::new();
         let mut needs_sort = false;
@@ -149,6 +188,60 @@ impl Tree {
         if let Ok(mut m) = self.listings.lock() {
             m.insert(dir, Arc::clone(&listing));
         }
-        listing
+        Listing::Built(listing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(json: &str) -> Index {
+        let toc = estargz::Toc::from_json(json.as_bytes()).expect("toc");
+        Index::new(&toc).expect("index")
+    }
+
+    fn names(tree: &Tree, index: &Index, dir: NodeId) -> (bool, Vec<String>) {
+        let l = tree.listing(index, dir);
+        let plain = matches!(l, Listing::Plain(_));
+        let names = (0..l.len(index))
+            .map(|i| l.get(index, i).expect("entry").1.to_owned())
+            .collect();
+        assert!(l.get(index, l.len(index)).is_none());
+        (plain, names)
+    }
+
+    #[test]
+    fn plain_directories_are_listed_from_the_index_and_others_are_translated() {
+        let idx = index(
+            r#"{"version":1,"entries":[
+            {"name":".prefetch.landmark","type":"reg"},
+            {"name":"plain/","type":"dir"},
+            {"name":"plain/b","type":"reg"},
+            {"name":"plain/a","type":"reg"},
+            {"name":"wh/","type":"dir"},
+            {"name":"wh/.wh.gone","type":"reg"},
+            {"name":"wh/.wh..wh..opq","type":"reg"},
+            {"name":"wh/keep","type":"reg"},
+            {"name":"wh/.wh.keep","type":"reg"}]}"#,
+        );
+        let tree = Tree::new(&idx);
+        let plain = idx.lookup("plain").expect("plain");
+        assert_eq!(
+            names(&tree, &idx, plain),
+            (true, vec!["a".into(), "b".into()])
+        );
+        let wh = idx.lookup("wh").expect("wh");
+        // `.wh.gone` is shown as `gone`; `.wh.keep` and the opaque marker are hidden.
+        assert_eq!(
+            names(&tree, &idx, wh),
+            (false, vec!["gone".into(), "keep".into()])
+        );
+        // Asked again: the same listing, from the cache.
+        assert_eq!(names(&tree, &idx, wh).1, vec!["gone", "keep"]);
+        assert_eq!(
+            names(&tree, &idx, NodeId::ROOT),
+            (false, vec!["plain".into(), "wh".into()])
+        );
     }
 }

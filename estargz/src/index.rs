@@ -712,6 +712,29 @@ impl Index {
             .map(move |d| (self.arena_str(d.name_off, d.name_len), NodeId(d.node)))
     }
 
+    /// The `i`-th child of a directory in [`Index::read_dir`] order, without iterating to it.
+    ///
+    /// ```
+    /// # let toc = estargz::Toc::from_json(br#"{"version":1,"entries":[
+    /// #   {"name":"d/","type":"dir"},{"name":"d/a","type":"reg"},{"name":"d/b","type":"reg"}]}"#).unwrap();
+    /// let index = estargz::Index::new(&toc)?;
+    /// let d = index.lookup("d").unwrap();
+    /// assert_eq!(index.dir_len(d), 2);
+    /// assert_eq!(index.dir_entry(d, 1).map(|(name, _)| name), Some("b"));
+    /// assert!(index.dir_entry(d, 2).is_none());
+    /// # Ok::<(), estargz::Error>(())
+    /// ```
+    pub fn dir_entry(&self, dir: NodeId, i: usize) -> Option<(&str, NodeId)> {
+        self.dirents_of(dir)
+            .get(i)
+            .map(|d| (self.arena_str(d.name_off, d.name_len), NodeId(d.node)))
+    }
+
+    /// The number of children of a directory (0 for other nodes).
+    pub fn dir_len(&self, dir: NodeId) -> usize {
+        self.dirents_of(dir).len()
+    }
+
     /// The parent directory of a directory node (the root is its own parent). For other nodes
     /// (which hardlinks may place in several directories) the parent is not tracked.
     pub fn parent(&self, dir: NodeId) -> NodeId {
