@@ -18,8 +18,9 @@ use estargz_io::cache::CacheOptions;
 use estargz_io::config::{
     HostConfig as IoHostConfig, MirrorConfig as IoMirrorConfig, RegistryConfig,
 };
+use estargz_io::source::BlobSource as _;
 use estargz_io::source::{RegistryOptions, RegistrySource};
-use estargz_io::{ChunkCache, LayerOptions};
+use estargz_io::{ChunkCache, LayerOptions, RemoteLayer};
 
 use super::labels::{self, LayerRef, VerifyPolicy};
 use crate::config::Config;
@@ -199,7 +200,6 @@ fn open_registry(
     let remote = RemoteOptions {
         prefetch: !config.noprefetch,
         background_fetch: !config.no_background_fetch,
-        runtime_threads: 2,
         ..RemoteOptions::default()
     };
     Ok(open_registry_source(config, layer, cache, remote)?)
@@ -232,10 +232,40 @@ fn open_registry_source(
         None => LayerOptions::unverified(),
     };
     opts.format.verify_chunks = !config.disable_verification;
-    match RemoteSource::open(Arc::new(source), cache, opts, remote) {
-        Ok(s) => Ok(Arc::new(s)),
-        Err(e) => Err(classify_registry(&e.to_string(), &reference.to_string())),
+    let rt = io_runtime().map_err(|e| Fallback {
+        kind: "registry",
+        reason: format!("cannot start the I/O runtime: {e}"),
+    })?;
+    let what = source.describe();
+    match rt.block_on(RemoteLayer::open(Arc::new(source), cache, opts)) {
+        Ok(l) => {
+            let s = RemoteSource::from_layer(Arc::new(l), rt.handle().clone());
+            s.start(&remote);
+            Ok(Arc::new(s))
+        }
+        Err(e) => Err(classify_registry(
+            &format!("cannot open layer {what}: {e}"),
+            &reference.to_string(),
+        )),
     }
+}
+
+/// The tokio runtime every registry layer of this process runs its fetches on: 2 to 4 workers
+/// (the work is network waits and chunk verification). One runtime per layer cost two threads,
+/// an I/O driver and a timer wheel per mounted layer.
+fn io_runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)))
+        .thread_name("estargz-io")
+        .enable_all()
+        .build()?;
+    // Two threads racing here build two runtimes; the loser's is dropped (outside any runtime,
+    // so dropping does not panic).
+    Ok(RUNTIME.get_or_init(|| rt))
 }
 
 /// Like [`classify`], for a registry open: network and HTTP errors are `registry`.
