@@ -11,7 +11,8 @@
 //!    allocator wraps the system one in this binary), plus the peak while parsing and indexing.
 //! 2. A real blob of a 100 000-member tar (`estargz_testkit::synth::wide_tree`, built once by the
 //!    Go oracle and cached under `target/bench-data/open_index/`): median `Reader::open` time
-//!    and memory held by the reader.
+//!    and memory held by the reader, also with the chunk digests spilled to a file
+//!    (`OpenOptions::digest_dir`), and the cost of `Index::chunk_digest` either way.
 //! 3. End to end on the same blob, one process per run: `estargz info BLOB` against
 //!    `esgz-oracle tocdigest BLOB` (both read the footer and the TOC, check it and build their
 //!    index), median wall time and maximum RSS (`/usr/bin/time -v`), next to each program's RSS
@@ -467,6 +468,35 @@ fn main() {
     let r = Reader::open(std::fs::File::open(&blob).expect("open blob")).expect("open");
     let held = allocated() - before;
     let heap = r.index().heap_size();
+    // The same with the chunk digests spilled to an unlinked file (what the snapshotter does),
+    // and the cost of looking a digest up either way (every chunk, several passes).
+    let spill_dir = tempfile::tempdir().expect("tempdir");
+    let before = allocated();
+    let spilled = Reader::open_with(
+        std::fs::File::open(&blob).expect("open blob"),
+        estargz::OpenOptions {
+            digest_dir: Some(spill_dir.path().to_path_buf()),
+            ..estargz::OpenOptions::default()
+        },
+    )
+    .expect("open spilled");
+    let held_spilled = allocated() - before;
+    let lookups = |index: &Index| {
+        let mut times = Vec::new();
+        let chunks = index.all_chunks();
+        for _ in 0..runs.min(5) {
+            let (d, ()) = time(|| {
+                for c in chunks {
+                    black_box(index.chunk_digest(c).expect("digest"));
+                }
+            });
+            times.push(d);
+        }
+        median(times).as_secs_f64() * 1e9 / chunks.len().max(1) as f64
+    };
+    let ns_memory = lookups(r.index());
+    let ns_spilled = lookups(spilled.index());
+    drop(spilled);
     drop(r);
     let t_open = median(t_open);
     let mut rows = vec![
@@ -481,6 +511,18 @@ fn main() {
             mib(held),
             format!("{:.1} B", held as f64 / entries as f64),
             format!("heap_size {:.1} B", heap as f64 / entries as f64),
+        ],
+        vec![
+            "held by the Reader, chunk digests spilled (OpenOptions::digest_dir)".into(),
+            mib(held_spilled),
+            format!("{:.1} B", held_spilled as f64 / entries as f64),
+            String::new(),
+        ],
+        vec![
+            "Index::chunk_digest, in memory / spilled (pread, page cache)".into(),
+            format!("{ns_memory:.0} ns / {ns_spilled:.0} ns"),
+            String::new(),
+            "per chunk".into(),
         ],
     ];
 

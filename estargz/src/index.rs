@@ -22,6 +22,8 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -138,9 +140,10 @@ struct Dirent {
 
 /// One chunk of a regular file's data: where its compressed bytes are and what they must hash to.
 ///
-/// Packed into 64 bytes (the index keeps one per chunk): sizes are 32-bit, so one chunk, the
+/// Packed into 32 bytes (the index keeps one per chunk): sizes are 32-bit, so one chunk, the
 /// uncompressed bytes before it in its member (`innerOffset`) and its compressed range are each
-/// below 4 GiB; larger values are refused when the index is built.
+/// below 4 GiB; larger values are refused when the index is built. The chunk's digest is kept
+/// by the index ([`Index::chunk_digest`]), in memory or in a file.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Chunk {
     file_offset: u64,
@@ -148,13 +151,16 @@ pub struct Chunk {
     size: u32,
     inner_offset: u32,
     blob_len: u32,
+    /// `CHUNK_*` flags in the top 3 bits; below them the chunk's position in the index's
+    /// chunk table (and digest table).
     flags: u32,
-    digest: [u8; 32],
 }
 
-const CHUNK_ZEROS: u32 = 1;
-const CHUNK_HAS_DIGEST: u32 = 2;
-const CHUNK_END_KNOWN: u32 = 4;
+const CHUNK_ZEROS: u32 = 1 << 31;
+const CHUNK_HAS_DIGEST: u32 = 1 << 30;
+const CHUNK_END_KNOWN: u32 = 1 << 29;
+/// The bits of `Chunk::flags` that hold its id: at most 2^29 chunks per index.
+const CHUNK_ID_MASK: u32 = CHUNK_END_KNOWN - 1;
 
 impl Chunk {
     /// Offset of this chunk in the file.
@@ -182,9 +188,14 @@ impl Chunk {
         self.blob_offset + u64::from(self.blob_len)
     }
 
-    /// The digest the chunk's bytes must hash to, when the TOC has one.
-    pub fn digest(&self) -> Option<Digest> {
-        (self.flags & CHUNK_HAS_DIGEST != 0).then_some(Digest(self.digest))
+    /// Position in the index's chunk table.
+    fn id(&self) -> u32 {
+        self.flags & CHUNK_ID_MASK
+    }
+
+    /// True when the TOC gives a digest for this chunk ([`Index::chunk_digest`] returns it).
+    pub fn has_digest(&self) -> bool {
+        self.flags & CHUNK_HAS_DIGEST != 0
     }
 
     /// A hole (`chunkType: "zeros"`, containers/storage): all zero bytes, nothing to fetch.
@@ -209,7 +220,7 @@ impl std::fmt::Debug for Chunk {
             .field("file_range", &self.file_range())
             .field("blob_range", &self.blob_range())
             .field("inner_offset", &self.inner_offset)
-            .field("digest", &self.digest())
+            .field("has_digest", &self.has_digest())
             .field("zeros", &self.is_zeros())
             .finish()
     }
@@ -244,6 +255,8 @@ pub struct Index {
     nodes: Vec<Node>,
     dirents: Vec<Dirent>,
     chunks: Vec<Chunk>,
+    /// The digest of every chunk, by [`Chunk`] id (zeros for chunks without one).
+    digests: Digests,
     /// Names, link targets, xattr names and values, user and group names.
     arena: Vec<u8>,
     /// Per node-with-xattrs: (first, count) into `xattrs`.
@@ -254,6 +267,43 @@ pub struct Index {
     owner_names: Vec<(u32, u32)>,
     toc_entries: usize,
     landmark: Landmark,
+}
+
+/// Where an index keeps its chunk digests.
+#[derive(Clone, Debug)]
+enum Digests {
+    Memory(Vec<[u8; 32]>),
+    /// 32 bytes per chunk id in an unlinked file ([`Index::spill_chunk_digests`]).
+    File(Arc<std::fs::File>),
+}
+
+/// A new file in `dir`, already removed from it: it lives as long as it is open.
+fn unlinked_file(dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    loop {
+        let path = dir.join(format!(
+            ".estargz-digests-{}-{}-{nanos}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => {
+                std::fs::remove_file(&path)?;
+                return Ok(f);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Which prefetch landmark the layer has at its root.
@@ -474,6 +524,7 @@ impl Index {
                 nodes: Vec::with_capacity(entries.len() + 1),
                 dirents: Vec::new(),
                 chunks: Vec::with_capacity(entries.len()),
+                digests: Digests::Memory(Vec::with_capacity(entries.len())),
                 // Base names, symlink targets, owners: about 16 bytes per entry in real layers.
                 arena: Vec::with_capacity(entries.len() * 16),
                 xattr_sets: Vec::new(),
@@ -605,6 +656,9 @@ impl Index {
         index.landmark = index.find_landmark();
         index.nodes.shrink_to_fit();
         index.chunks.shrink_to_fit();
+        if let Digests::Memory(d) = &mut index.digests {
+            d.shrink_to_fit();
+        }
         index.arena.shrink_to_fit();
         Ok(index)
     }
@@ -871,10 +925,75 @@ impl Index {
         }
     }
 
+    /// The digest the bytes of `chunk` (a chunk of this index) must hash to, when the TOC
+    /// gives one. Reads 32 bytes from the file after [`Index::spill_chunk_digests`].
+    ///
+    /// ```
+    /// # let toc = estargz::Toc::from_json(br#"{"version":1,"entries":[{"name":"f","type":"reg",
+    /// #   "size":1,"offset":10,
+    /// #   "chunkDigest":"sha256:ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"}]}"#).unwrap();
+    /// # let mut opts = estargz::index::IndexOptions::default();
+    /// # opts.payload_end = 100;
+    /// let mut index = estargz::Index::with_options(&toc, &opts)?;
+    /// let chunk = index.chunks(index.lookup("f").unwrap())[0];
+    /// let digest = index.chunk_digest(&chunk)?;
+    /// assert_eq!(digest, Some(estargz::Digest::of(b"a")));
+    /// index.spill_chunk_digests(&std::env::temp_dir())?;
+    /// assert_eq!(index.chunk_digest(&chunk)?, digest);
+    /// # Ok::<(), estargz::Error>(())
+    /// ```
+    pub fn chunk_digest(&self, chunk: &Chunk) -> Result<Option<Digest>> {
+        if !chunk.has_digest() {
+            return Ok(None);
+        }
+        match &self.digests {
+            Digests::Memory(d) => Ok(d.get(chunk.id() as usize).map(|d| Digest(*d))),
+            Digests::File(f) => {
+                use std::os::unix::fs::FileExt as _;
+                let mut d = [0u8; 32];
+                f.read_exact_at(&mut d, u64::from(chunk.id()) * 32)
+                    .map_err(|e| {
+                        Error::io("reading a chunk digest from the index's digest file", e)
+                    })?;
+                Ok(Some(Digest(d)))
+            }
+        }
+    }
+
+    /// Moves the chunk digests (32 bytes per chunk, a third of a small file's index) out of
+    /// memory into an unlinked file created in `dir`: [`Index::chunk_digest`] then reads them
+    /// back with `pread`, from the page cache when the chunk is hot. For processes that keep
+    /// many large indexes (a snapshotter with many mounted layers). The file goes away with
+    /// the last clone of the index. Does nothing when already spilled; on error the digests
+    /// stay in memory.
+    pub fn spill_chunk_digests(&mut self, dir: &Path) -> Result<()> {
+        use std::io::Write as _;
+        let Digests::Memory(digests) = &self.digests else {
+            return Ok(());
+        };
+        let file =
+            unlinked_file(dir).map_err(|e| Error::io("creating the file for chunk digests", e))?;
+        let mut w = std::io::BufWriter::with_capacity(64 << 10, &file);
+        for d in digests {
+            w.write_all(d)
+                .map_err(|e| Error::io("writing chunk digests to their file", e))?;
+        }
+        w.flush()
+            .map_err(|e| Error::io("writing chunk digests to their file", e))?;
+        drop(w);
+        self.digests = Digests::File(Arc::new(file));
+        Ok(())
+    }
+
     /// Approximate heap memory used by the index, in bytes.
     pub fn heap_size(&self) -> usize {
         use std::mem::size_of;
-        self.nodes.capacity() * size_of::<Node>()
+        let digests = match &self.digests {
+            Digests::Memory(d) => d.capacity() * 32,
+            Digests::File(_) => 0,
+        };
+        digests
+            + self.nodes.capacity() * size_of::<Node>()
             + self.dirents.capacity() * size_of::<Dirent>()
             + self.chunks.capacity() * size_of::<Chunk>()
             + self.arena.capacity()
@@ -1218,14 +1337,21 @@ impl<'t> Builder<'t> {
             }
             None => [0; 32],
         };
+        let Digests::Memory(digests) = &mut self.index.digests else {
+            return Err(Error::Toc("chunk digests already spilled".into()));
+        };
+        let id = u32::try_from(digests.len())
+            .ok()
+            .filter(|id| *id <= CHUNK_ID_MASK)
+            .ok_or_else(|| Error::entry(i, &e.name, "more than 2^29 chunks in one TOC"))?;
+        digests.push(digest);
         Ok(Chunk {
             file_offset,
             blob_offset,
             size,
             inner_offset,
             blob_len,
-            flags,
-            digest,
+            flags: flags | id,
         })
     }
 
@@ -1278,8 +1404,9 @@ mod tests {
 
     #[test]
     fn records_stay_compact() {
-        // The per-entry memory goal (< 150 bytes) depends on these.
-        assert_eq!(std::mem::size_of::<Chunk>(), 64);
+        // The per-entry memory goal (< 150 bytes) depends on these; a chunk's digest adds 32
+        // bytes in memory, none once spilled.
+        assert_eq!(std::mem::size_of::<Chunk>(), 32);
         assert!(
             std::mem::size_of::<Node>() <= 56,
             "{}",

@@ -44,6 +44,10 @@ pub struct OpenOptions {
     pub verify_chunks: bool,
     /// The TOC blob for a layer whose footer says the TOC is external: `gzip(tar(stargz.index.json))`.
     pub external_toc: Option<Vec<u8>>,
+    /// Keep the index's chunk digests in an unlinked file in this directory instead of memory
+    /// ([`Index::spill_chunk_digests`]): for processes holding many large indexes. If the
+    /// file cannot be written the digests stay in memory.
+    pub digest_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for OpenOptions {
@@ -56,6 +60,7 @@ impl Default for OpenOptions {
             expected_toc_digest: None,
             verify_chunks: true,
             external_toc: None,
+            digest_dir: None,
         }
     }
 }
@@ -139,14 +144,19 @@ impl TocLocation {
     /// Parses the TOC JSON and builds the index, with the limits of `opts`.
     pub fn build_index(&self, toc_json: &[u8], opts: &OpenOptions) -> Result<Index> {
         let toc = Toc::from_json(toc_json)?;
-        Index::with_options(
+        let mut index = Index::with_options(
             &toc,
             &IndexOptions {
                 max_entries: opts.max_entries,
                 max_chunk_size: opts.max_chunk_size,
                 payload_end: self.payload_end,
             },
-        )
+        )?;
+        if let Some(dir) = &opts.digest_dir {
+            // A full disk or a read-only directory costs memory, not the layer.
+            let _ = index.spill_chunk_digests(dir);
+        }
+        Ok(index)
     }
 }
 
@@ -329,10 +339,16 @@ fn parse_tar_number(field: &[u8]) -> Option<u64> {
 pub struct VerifiedChunk {
     chunk: Chunk,
     data: Vec<u8>,
-    verified: bool,
+    /// The digest the bytes matched; `None` when verification was off.
+    digest: Option<Digest>,
 }
 
 impl VerifiedChunk {
+    /// The digest the bytes matched (`None` when verification was turned off).
+    pub fn digest(&self) -> Option<Digest> {
+        self.digest
+    }
+
     /// The chunk these bytes belong to.
     pub fn chunk(&self) -> &Chunk {
         &self.chunk
@@ -350,7 +366,7 @@ impl VerifiedChunk {
 
     /// False only when verification was turned off (legacy blobs).
     pub fn is_verified(&self) -> bool {
-        self.verified
+        self.digest.is_some()
     }
 }
 
@@ -364,11 +380,13 @@ pub enum Verify {
 }
 
 /// Decodes one chunk from `compressed`, which holds blob bytes starting at
-/// `chunk.blob_offset()` (typically the whole [`Chunk::blob_range`]), and checks its digest.
+/// `chunk.blob_offset()` (typically the whole [`Chunk::blob_range`]), and checks it against
+/// `digest`, the chunk's digest from its index ([`Index::chunk_digest`](crate::Index::chunk_digest)).
 /// `path` only names the file in errors.
 pub fn decode_chunk(
     path: &str,
     chunk: &Chunk,
+    digest: Option<Digest>,
     compression: Compression,
     compressed: &[u8],
     verify: Verify,
@@ -396,9 +414,9 @@ pub fn decode_chunk(
         result.map_err(|e| err(e.to_string()))?
     };
     let verified = match verify {
-        Verify::Skip => false,
+        Verify::Skip => None,
         Verify::Digest => {
-            let Some(want) = chunk.digest() else {
+            let Some(want) = digest else {
                 return Err(Error::MissingDigest {
                     path: path.to_owned(),
                     chunk_offset: chunk.file_offset(),
@@ -417,13 +435,13 @@ pub fn decode_chunk(
                     actual: got.to_string(),
                 });
             }
-            true
+            Some(got)
         }
     };
     Ok(VerifiedChunk {
         chunk: *chunk,
         data,
-        verified,
+        digest: verified,
     })
 }
 

@@ -280,7 +280,15 @@ impl<R: ReadAt> Reader<R> {
         } else {
             read_range(&self.source, chunk.blob_range())?
         };
-        decode_chunk(path, chunk, self.compression(), &compressed, self.verify)
+        let digest = self.index.chunk_digest(chunk)?;
+        decode_chunk(
+            path,
+            chunk,
+            digest,
+            self.compression(),
+            &compressed,
+            self.verify,
+        )
     }
 
     fn compression(&self) -> Compression {

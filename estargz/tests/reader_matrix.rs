@@ -460,6 +460,7 @@ fn ver_broken_first_byte_is_not_verified() {
     let err = estargz::plan::decode_chunk(
         "test/bar.txt",
         &chunk,
+        r.index().chunk_digest(&chunk).expect("digest"),
         estargz::plan::Compression::Gzip,
         &forged,
         estargz::plan::Verify::Digest,
@@ -473,4 +474,66 @@ fn ver_broken_first_byte_is_not_verified() {
         Digest::of(&read(&r, "test/bar.txt", 0, 100)).to_string(),
         Digest::of(b"testbartestbar").to_string()
     );
+}
+
+#[test]
+fn ver_spilled_chunk_digests_verify_like_in_memory_ones() {
+    // OpenOptions::digest_dir: the index's chunk digests live in an unlinked file. Reads,
+    // verify() and tamper detection are the same; nothing is left in the directory.
+    let (entries, foo1, _) = packed_entries(3);
+    for codec in CODECS {
+        let b = build(
+            &entries,
+            &Opts {
+                codec,
+                chunk_size: 4096,
+                ..Opts::default()
+            },
+        );
+        let dir = tempfile::tempdir().expect("dir");
+        let spilled_opts = || OpenOptions {
+            expected_toc_digest: Some(b.toc_digest),
+            digest_dir: Some(dir.path().to_path_buf()),
+            ..OpenOptions::default()
+        };
+        let memory = Reader::open(b.blob.clone()).expect("open");
+        let spilled = Reader::open_with(b.blob.clone(), spilled_opts()).expect("open spilled");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("dir").count(),
+            0,
+            "the digest file is unlinked"
+        );
+        let chunks = memory.index().all_chunks();
+        assert!(chunks.len() > 2, "{codec:?}");
+        assert!(
+            spilled.index().heap_size() + 32 * chunks.len() <= memory.index().heap_size(),
+            "{codec:?}: the digests left memory"
+        );
+        for (a, b) in chunks.iter().zip(spilled.index().all_chunks()) {
+            assert_eq!(
+                memory.index().chunk_digest(a).expect("memory"),
+                spilled.index().chunk_digest(b).expect("file"),
+            );
+        }
+        // A clone shares the file.
+        let clone = spilled.index().clone();
+        assert_eq!(
+            clone.chunk_digest(&chunks[1]).expect("clone"),
+            memory.index().chunk_digest(&chunks[1]).expect("memory")
+        );
+        assert_eq!(read(&spilled, "foo/foo1", 0, 70000), foo1, "{codec:?}");
+        spilled.verify().expect("verify");
+
+        // Tampered: a byte of the first file's first chunk.
+        let node = memory.index().lookup("foo/foo1").expect("file");
+        let c = memory.index().chunks(node)[0];
+        let mut blob = b.blob.clone();
+        blob[(c.blob_offset() + (c.blob_end() - c.blob_offset()) / 2) as usize] ^= 0x10;
+        let spilled = Reader::open_with(blob, spilled_opts()).expect("open tampered");
+        let mut buf = vec![0u8; 4096];
+        let err = spilled
+            .read_at(node, 0, &mut buf)
+            .expect_err("tampered chunk");
+        assert!(err.is_integrity(), "{codec:?}: {err}");
+    }
 }

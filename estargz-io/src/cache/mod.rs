@@ -103,7 +103,8 @@ struct Counters {
 ///
 /// let cache = ChunkCache::memory(1 << 20);
 /// cache.insert(verified).await;
-/// let data = cache.get(&chunk.digest().unwrap()).await.expect("cached");
+/// let digest = reader.index().chunk_digest(&chunk)?.unwrap();
+/// let data = cache.get(&digest).await.expect("cached");
 /// assert_eq!(data.len(), 65536);
 /// assert_eq!(cache.stats().memory_hits, 1);
 /// # Ok(()) }
@@ -273,7 +274,7 @@ impl ChunkCache {
     /// Puts a chunk in memory; `Err(bytes)` for a chunk that may not be cached (unverified or
     /// without a digest).
     fn admit(&self, chunk: VerifiedChunk) -> std::result::Result<(Digest, Bytes), Bytes> {
-        let digest = chunk.chunk().digest().filter(|_| chunk.is_verified());
+        let digest = chunk.digest();
         let data = Bytes::from(chunk.into_data());
         let Some(digest) = digest else {
             return Err(data);

@@ -148,7 +148,14 @@ impl RemoteLayer {
             .collect();
         all.sort_by_key(|c| (c.blob_offset(), c.inner_offset()));
         let mut seen = std::collections::HashSet::new();
-        all.retain(|c| c.digest().is_none_or(|d| seen.insert(d)));
+        let index = self.index();
+        all.retain(|c| {
+            index
+                .chunk_digest(c)
+                .ok()
+                .flatten()
+                .is_none_or(|d| seen.insert(d))
+        });
         let mut batches: Vec<Vec<Chunk>> = Vec::new();
         let mut cur: Vec<Chunk> = Vec::new();
         let mut cur_start = 0;
@@ -221,13 +228,15 @@ impl RemoteLayer {
         let pieces: Vec<(std::ops::Range<u64>, bytes::Bytes)> =
             ranges.into_iter().zip(parts).collect();
         let (compression, verify) = self.decode_params();
-        let jobs: Vec<(Chunk, bytes::Bytes)> = chunks
-            .iter()
-            .filter_map(|c| crate::plan::extract(&c.blob_range(), &pieces).map(|b| (*c, b)))
-            .collect();
+        let mut jobs: Vec<(Chunk, Option<estargz::Digest>, bytes::Bytes)> = Vec::new();
+        for c in chunks {
+            if let Some(b) = crate::plan::extract(&c.blob_range(), &pieces) {
+                jobs.push((*c, self.index().chunk_digest(c)?, b));
+            }
+        }
         let decoded = tokio::task::spawn_blocking(move || {
             jobs.into_iter()
-                .map(|(c, b)| estargz::plan::decode_chunk("", &c, compression, &b, verify))
+                .map(|(c, d, b)| estargz::plan::decode_chunk("", &c, d, compression, &b, verify))
                 .collect::<Vec<_>>()
         })
         .await

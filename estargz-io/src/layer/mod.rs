@@ -319,9 +319,11 @@ impl RemoteLayer {
         self.location.compression()
     }
 
+    /// The cache key of `c`: its digest, when chunks are verified (a digest that cannot be
+    /// read makes the chunk uncacheable; decoding it then fails with that error).
     fn cacheable(&self, c: &Chunk) -> Option<Digest> {
         (self.verify == Verify::Digest)
-            .then(|| c.digest())
+            .then(|| self.index.chunk_digest(c).ok().flatten())
             .flatten()
     }
 
@@ -438,23 +440,23 @@ impl RemoteLayer {
             };
             // Decode off the async threads: decompression and hashing are CPU work.
             let mut parts = parts.into_iter();
-            let jobs: Vec<(usize, Chunk, Bytes)> = todo
-                .iter()
-                .map(|&k| {
-                    let c = chunks[which[k]];
-                    let data = if c.is_zeros() {
-                        Bytes::new()
-                    } else {
-                        parts.next().unwrap_or_default()
-                    };
-                    (k, c, data)
-                })
-                .collect();
+            let mut jobs: Vec<(usize, Chunk, Option<Digest>, Bytes)> = Vec::new();
+            for &k in &todo {
+                let c = chunks[which[k]];
+                let data = if c.is_zeros() {
+                    Bytes::new()
+                } else {
+                    parts.next().unwrap_or_default()
+                };
+                jobs.push((k, c, self.index.chunk_digest(&c)?, data));
+            }
             let compression = self.compression();
             let verify = self.verify;
             let decoded = tokio::task::spawn_blocking(move || {
                 jobs.into_iter()
-                    .map(|(k, c, data)| (k, c, decode_chunk("", &c, compression, &data, verify)))
+                    .map(|(k, c, d, data)| {
+                        (k, c, decode_chunk("", &c, d, compression, &data, verify))
+                    })
                     .collect::<Vec<_>>()
             })
             .await
@@ -521,7 +523,13 @@ impl RemoteLayer {
             .collect();
         v.sort_by_key(|c| (c.blob_offset(), c.inner_offset()));
         let mut seen = std::collections::HashSet::new();
-        v.retain(|c| c.digest().is_none_or(|d| seen.insert(d)));
+        v.retain(|c| {
+            self.index
+                .chunk_digest(c)
+                .ok()
+                .flatten()
+                .is_none_or(|d| seen.insert(d))
+        });
         v
     }
 

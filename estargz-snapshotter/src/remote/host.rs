@@ -76,6 +76,8 @@ pub fn resolve(
     let mut opts = LocalOptions::default();
     opts.open.expected_toc_digest = layer.toc_digest;
     opts.open.verify_chunks = !config.disable_verification;
+    // Chunk digests (a third of a small file's index) wait in an unlinked file under the root.
+    opts.open.digest_dir = Some(config.root.clone());
     opts.prefetch = !config.noprefetch;
     opts.background_fetch = !config.no_background_fetch;
     if config.filesystem_cache_type != "memory" {
@@ -232,6 +234,7 @@ fn open_registry_source(
         None => LayerOptions::unverified(),
     };
     opts.format.verify_chunks = !config.disable_verification;
+    opts.format.digest_dir = Some(config.root.clone());
     let rt = io_runtime().map_err(|e| Fallback {
         kind: "registry",
         reason: format!("cannot start the I/O runtime: {e}"),
