@@ -113,21 +113,29 @@ struct Node {
     mtime: i64,
     parent: u32,
     nlink: u32,
-    uid: u32,
-    gid: u32,
+    /// Index into `Index::owners`: (uid, gid, user name, group name), shared by the many nodes
+    /// of a layer that have the same owner.
+    owner: u32,
     /// Dir: first dirent; File: first chunk; Symlink: link target arena offset; device: major.
     a: u32,
     /// Dir: dirent count; File: chunk count; Symlink: link target length; device: minor.
     b: u32,
     /// Index into `xattr_sets`, or `u32::MAX`.
     xattrs: u32,
-    uname: u16,
-    gname: u16,
     /// TOC position of the entry, or `u32::MAX` for implicit directories.
     toc_index: u32,
     mode: u16,
     kind: NodeKind,
     flags: u8,
+}
+
+/// A node's owner: ids, and names as indexes into `Index::owner_names`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+struct Owner {
+    uid: u32,
+    gid: u32,
+    uname: u16,
+    gname: u16,
 }
 
 /// One name in a directory.
@@ -265,6 +273,8 @@ pub struct Index {
     xattrs: Vec<(u32, u32, u32, u32)>,
     /// Interned user/group names: (arena offset, len); index 0 is "".
     owner_names: Vec<(u32, u32)>,
+    /// Distinct owners of nodes; index 0 is root with no names.
+    owners: Vec<Owner>,
     toc_entries: usize,
     landmark: Landmark,
 }
@@ -404,6 +414,8 @@ struct Builder<'t> {
     slots: HashMap<(u32, &'t str), u32>,
     owner_ids: HashMap<&'t str, u16>,
     last_owner: Option<(&'t str, u16)>,
+    /// Interned `Index::owners`.
+    owner_sets: HashMap<Owner, u32>,
 }
 
 /// The reference reader's owner-name back-fill: an entry without a name takes the last name
@@ -472,13 +484,10 @@ impl<'t> Builder<'t> {
             mtime: 0,
             parent,
             nlink: 2,
-            uid: 0,
-            gid: 0,
+            owner: 0,
             a: 0,
             b: 0,
             xattrs: u32::MAX,
-            uname: 0,
-            gname: 0,
             toc_index,
             mode: 0o755,
             kind: NodeKind::Dir,
@@ -530,12 +539,14 @@ impl Index {
                 xattr_sets: Vec::new(),
                 xattrs: Vec::new(),
                 owner_names: vec![(0, 0)],
+                owners: vec![Owner::default()],
                 toc_entries: entries.len(),
                 landmark: Landmark::None,
             },
             slots: HashMap::with_capacity(entries.len()),
             owner_ids: HashMap::new(),
             last_owner: None,
+            owner_sets: HashMap::from([(Owner::default(), 0)]),
         };
         b.new_dir_node(0, u32::MAX, true); // the root, replaced by an explicit root entry
 
@@ -660,6 +671,7 @@ impl Index {
             d.shrink_to_fit();
         }
         index.arena.shrink_to_fit();
+        index.owners.shrink_to_fit();
         Ok(index)
     }
 
@@ -816,8 +828,8 @@ impl Index {
         Attr {
             kind: n.kind,
             mode: u32::from(n.mode),
-            uid: n.uid,
-            gid: n.gid,
+            uid: self.owner(n).uid,
+            gid: self.owner(n).gid,
             size: match n.kind {
                 NodeKind::File => n.size,
                 NodeKind::Symlink => u64::from(n.b),
@@ -862,7 +874,15 @@ impl Index {
                 .map(|&(o, l)| self.arena_str(o, l))
                 .unwrap_or("")
         };
-        (get(n.uname), get(n.gname))
+        let o = self.owner(n);
+        (get(o.uname), get(o.gname))
+    }
+
+    fn owner(&self, n: &Node) -> Owner {
+        self.owners
+            .get(n.owner as usize)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The node's extended attributes, sorted by name.
@@ -1000,6 +1020,7 @@ impl Index {
             + self.xattr_sets.capacity() * 8
             + self.xattrs.capacity() * 16
             + self.owner_names.capacity() * 8
+            + self.owners.capacity() * std::mem::size_of::<Owner>()
     }
 }
 
@@ -1193,18 +1214,31 @@ impl<'t> Builder<'t> {
         };
         let uname = self.intern_owner(uname)?;
         let gname = self.intern_owner(gname)?;
+        let owner = Owner {
+            uid,
+            gid,
+            uname,
+            gname,
+        };
+        let owner = match self.owner_sets.get(&owner) {
+            Some(&id) => id,
+            None => {
+                let id = u32::try_from(self.index.owners.len())
+                    .map_err(|_| Error::entry(i, &e.name, "more than 2^32 distinct owners"))?;
+                self.index.owners.push(owner);
+                self.owner_sets.insert(owner, id);
+                id
+            }
+        };
         Ok(Node {
             size,
             mtime: e.mtime().unwrap_or(0),
             parent: 0,
             nlink: if kind == NodeKind::Dir { 2 } else { 1 },
-            uid,
-            gid,
+            owner,
             a,
             b,
             xattrs,
-            uname,
-            gname,
             toc_index: i as u32,
             mode: (e.mode & 0o7777) as u16,
             kind,
@@ -1408,7 +1442,7 @@ mod tests {
         // bytes in memory, none once spilled.
         assert_eq!(std::mem::size_of::<Chunk>(), 32);
         assert!(
-            std::mem::size_of::<Node>() <= 56,
+            std::mem::size_of::<Node>() <= 48,
             "{}",
             std::mem::size_of::<Node>()
         );
