@@ -71,32 +71,45 @@ impl RemoteSource {
     /// Creates a runtime, opens the layer on it (footer, TOC, TOC digest check) and starts
     /// prefetch and background fetch as `remote` says. Blocks: call it from a thread outside
     /// any tokio runtime (for example in `spawn_blocking`); a process serving many layers can
-    /// share one runtime with [`RemoteSource::from_layer`] instead.
+    /// share one runtime with [`RemoteSource::open_on`] or [`RemoteSource::from_layer`] instead.
     pub fn open(
         source: Arc<dyn BlobSource>,
         cache: Arc<ChunkCache>,
         opts: LayerOptions,
         remote: RemoteOptions,
     ) -> Result<RemoteSource> {
-        let what = source.describe();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(remote.runtime_threads.max(1))
             .thread_name("estargz-io")
             .enable_all()
             .build()
             .map_err(|e| Error::Remote {
-                what: what.clone(),
+                what: source.describe(),
                 source: Box::new(estargz_io::Error::io("starting the I/O runtime", e)),
             })?;
-        let layer = runtime
+        let mut s = RemoteSource::open_on(runtime.handle(), source, cache, opts, &remote)?;
+        s.runtime = Some(runtime);
+        Ok(s)
+    }
+
+    /// Like [`RemoteSource::open`], on a runtime the caller already has (a process serving
+    /// many layers runs them all on one). Blocks; call it from outside that runtime.
+    pub fn open_on(
+        handle: &Handle,
+        source: Arc<dyn BlobSource>,
+        cache: Arc<ChunkCache>,
+        opts: LayerOptions,
+        remote: &RemoteOptions,
+    ) -> Result<RemoteSource> {
+        let what = source.describe();
+        let layer = handle
             .block_on(RemoteLayer::open(source, cache, opts))
             .map_err(|e| Error::Remote {
-                what: what.clone(),
+                what,
                 source: Box::new(e),
             })?;
-        let mut s = RemoteSource::from_layer(Arc::new(layer), runtime.handle().clone());
-        s.runtime = Some(runtime);
-        s.start(&remote);
+        let s = RemoteSource::from_layer(Arc::new(layer), handle.clone());
+        s.start(remote);
         Ok(s)
     }
 

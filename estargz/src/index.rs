@@ -287,35 +287,6 @@ enum Digests {
     File(Arc<std::fs::File>),
 }
 
-/// A new file in `dir`, already removed from it: it lives as long as it is open.
-fn unlinked_file(dir: &Path) -> std::io::Result<std::fs::File> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    loop {
-        let path = dir.join(format!(
-            ".estargz-digests-{}-{}-{nanos}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(f) => {
-                std::fs::remove_file(&path)?;
-                return Ok(f);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Which prefetch landmark the layer has at its root.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Landmark {
@@ -416,6 +387,8 @@ struct Builder<'t> {
     last_owner: Option<(&'t str, u16)>,
     /// Interned `Index::owners`.
     owner_sets: HashMap<Owner, u32>,
+    /// The digest of each chunk made so far, by chunk id (`Index::digests` once built).
+    digests: Vec<[u8; 32]>,
 }
 
 /// The reference reader's owner-name back-fill: an entry without a name takes the last name
@@ -533,7 +506,7 @@ impl Index {
                 nodes: Vec::with_capacity(entries.len() + 1),
                 dirents: Vec::new(),
                 chunks: Vec::with_capacity(entries.len()),
-                digests: Digests::Memory(Vec::with_capacity(entries.len())),
+                digests: Digests::Memory(Vec::new()),
                 // Base names, symlink targets, owners: about 16 bytes per entry in real layers.
                 arena: Vec::with_capacity(entries.len() * 16),
                 xattr_sets: Vec::new(),
@@ -547,6 +520,7 @@ impl Index {
             owner_ids: HashMap::new(),
             last_owner: None,
             owner_sets: HashMap::from([(Owner::default(), 0)]),
+            digests: Vec::with_capacity(entries.len()),
         };
         b.new_dir_node(0, u32::MAX, true); // the root, replaced by an explicit root entry
 
@@ -662,14 +636,14 @@ impl Index {
         b.resolve_hardlinks(entries, &pending_links)?;
         b.build_dirents()?;
 
+        let mut digests = b.digests;
+        digests.shrink_to_fit();
         let mut index = b.index;
+        index.digests = Digests::Memory(digests);
         index.compute_blob_ends(opts.payload_end);
         index.landmark = index.find_landmark();
         index.nodes.shrink_to_fit();
         index.chunks.shrink_to_fit();
-        if let Digests::Memory(d) = &mut index.digests {
-            d.shrink_to_fit();
-        }
         index.arena.shrink_to_fit();
         index.owners.shrink_to_fit();
         Ok(index)
@@ -825,11 +799,12 @@ impl Index {
             NodeKind::CharDevice | NodeKind::BlockDevice => (n.a, n.b),
             _ => (0, 0),
         };
+        let owner = self.owner(n);
         Attr {
             kind: n.kind,
             mode: u32::from(n.mode),
-            uid: self.owner(n).uid,
-            gid: self.owner(n).gid,
+            uid: owner.uid,
+            gid: owner.gid,
             size: match n.kind {
                 NodeKind::File => n.size,
                 NodeKind::Symlink => u64::from(n.b),
@@ -991,16 +966,11 @@ impl Index {
         let Digests::Memory(digests) = &self.digests else {
             return Ok(());
         };
-        let file =
-            unlinked_file(dir).map_err(|e| Error::io("creating the file for chunk digests", e))?;
-        let mut w = std::io::BufWriter::with_capacity(64 << 10, &file);
-        for d in digests {
-            w.write_all(d)
-                .map_err(|e| Error::io("writing chunk digests to their file", e))?;
-        }
-        w.flush()
+        let file = tempfile::tempfile_in(dir)
+            .map_err(|e| Error::io("creating the file for chunk digests", e))?;
+        (&file)
+            .write_all(digests.as_flattened())
             .map_err(|e| Error::io("writing chunk digests to their file", e))?;
-        drop(w);
         self.digests = Digests::File(Arc::new(file));
         Ok(())
     }
@@ -1371,14 +1341,11 @@ impl<'t> Builder<'t> {
             }
             None => [0; 32],
         };
-        let Digests::Memory(digests) = &mut self.index.digests else {
-            return Err(Error::Toc("chunk digests already spilled".into()));
-        };
-        let id = u32::try_from(digests.len())
+        let id = u32::try_from(self.digests.len())
             .ok()
             .filter(|id| *id <= CHUNK_ID_MASK)
             .ok_or_else(|| Error::entry(i, &e.name, "more than 2^29 chunks in one TOC"))?;
-        digests.push(digest);
+        self.digests.push(digest);
         Ok(Chunk {
             file_offset,
             blob_offset,

@@ -18,9 +18,8 @@ use estargz_io::cache::CacheOptions;
 use estargz_io::config::{
     HostConfig as IoHostConfig, MirrorConfig as IoMirrorConfig, RegistryConfig,
 };
-use estargz_io::source::BlobSource as _;
 use estargz_io::source::{RegistryOptions, RegistrySource};
-use estargz_io::{ChunkCache, LayerOptions, RemoteLayer};
+use estargz_io::{ChunkCache, LayerOptions};
 
 use super::labels::{self, LayerRef, VerifyPolicy};
 use crate::config::Config;
@@ -239,17 +238,9 @@ fn open_registry_source(
         kind: "registry",
         reason: format!("cannot start the I/O runtime: {e}"),
     })?;
-    let what = source.describe();
-    match rt.block_on(RemoteLayer::open(Arc::new(source), cache, opts)) {
-        Ok(l) => {
-            let s = RemoteSource::from_layer(Arc::new(l), rt.handle().clone());
-            s.start(&remote);
-            Ok(Arc::new(s))
-        }
-        Err(e) => Err(classify_registry(
-            &format!("cannot open layer {what}: {e}"),
-            &reference.to_string(),
-        )),
+    match RemoteSource::open_on(rt.handle(), Arc::new(source), cache, opts, &remote) {
+        Ok(s) => Ok(Arc::new(s)),
+        Err(e) => Err(classify_registry(&e.to_string(), &reference.to_string())),
     }
 }
 
