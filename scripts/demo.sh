@@ -95,12 +95,14 @@ if [ -z "$URL" ]; then
 fi
 echo "$URL"
 
-# Stops the server and prints what it sent: "N" (body bytes).
-server_sent() {
+# Stops the server, waits for it to exit (it writes its count on the way out) and sets SENT to
+# the body bytes it sent. Runs in this shell, not in $(...): only the shell that started the
+# server can wait for it, and reading the log before it exited would race its last line.
+stop_server() {
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=
-    sed -n 's/^serve_blob: sent \([0-9]*\) body bytes.*/\1/p' "$WORK/server.log"
+    SENT=$(sed -n 's/^serve_blob: sent \([0-9]*\) body bytes.*/\1/p' "$WORK/server.log")
 }
 
 # ESTARGZ_DEMO_NO_FUSE=1 shows the no-FUSE path on a machine that has FUSE.
@@ -147,7 +149,7 @@ if [ -n "$fuse_ok" ]; then
     MOUNT_PID=
     cat "$WORK/mount.err" "$WORK/mount.out"
     FETCHED=$(sed -n 's/^fetched \([0-9]*\) of [0-9]* blob bytes.*/\1/p' "$WORK/mount.out" | tail -n 1)
-    SENT=$(server_sent)
+    stop_server
     echo "(the HTTP server sent $SENT bytes)"
 else
     echo
@@ -157,7 +159,7 @@ else
     echo; echo "==== lazy_read URL TOC_DIGEST dup/file.txt links/target.txt nodotslash/file.txt sizes/random-300000"
     "$lazy_read" "$URL" "$LAYER_TOC_DIGEST" dup/file.txt links/target.txt nodotslash/file.txt \
         sizes/random-300000
-    SENT=$(server_sent)
+    stop_server
     echo "(the HTTP server sent $SENT bytes)"
     FETCHED=$SENT
 fi
