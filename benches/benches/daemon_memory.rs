@@ -2,7 +2,9 @@
 //!
 //! `cargo build --release -p estargz-snapshotter && cargo bench -p estargz-benches --bench daemon_memory`
 //! (as root, with /dev/fuse and Debian's `docker-registry`). `BENCH_LAYERS` (default 10) and
-//! `BENCH_ENTRIES` (default 30000) change the sizes.
+//! `BENCH_ENTRIES` (default 30000) change the sizes. `BENCH_HOLD_SECS=N` pauses N seconds
+//! once the layers are mounted and prints the FUSE manager's pid, to look inside it
+//! (`/proc/PID/smaps`, `gdb -p PID`, `heaptrack -p PID`).
 //!
 //! Ten tars of `BENCH_ENTRIES` small files (`estargz_testkit::synth::many_small_files`, one
 //! seed per layer) are converted with `target/release/estargz convert`, pushed to a local
@@ -369,6 +371,13 @@ fn measure_daemon(
     });
     std::thread::sleep(Duration::from_millis(500));
     measure(&format!("{} layers mounted", built.len()), &mut rows);
+    if let Ok(secs) = std::env::var("BENCH_HOLD_SECS") {
+        eprintln!(
+            "holding {secs} s: FUSE manager pid {:?}",
+            manager_pid(&config, dpid)
+        );
+        std::thread::sleep(Duration::from_secs(secs.parse().unwrap_or(60)));
+    }
 
     let mut walked = 0u64;
     for m in mounts_under(&dir.join("root")) {

@@ -328,6 +328,18 @@ impl LayerHost {
         mountpoint: &Path,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), Fallback> {
+        let r = self.mount_layer(mountpoint, labels);
+        // Opening a layer parses its whole TOC: ~1 KiB of short-lived allocations per entry
+        // that leave free but resident holes between the index's long-lived allocations.
+        crate::malloc::trim();
+        r
+    }
+
+    fn mount_layer(
+        &self,
+        mountpoint: &Path,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), Fallback> {
         if self.is_mounted(mountpoint) {
             return Ok(());
         }
@@ -509,6 +521,7 @@ impl LayerHost {
             None => Ok(()),
         };
         let _ = std::fs::remove_dir_all(self.cache_dir(mountpoint));
+        crate::malloc::trim();
         result
     }
 
