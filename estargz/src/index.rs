@@ -105,6 +105,8 @@ impl Default for IndexOptions {
 
 const FLAG_IMPLICIT: u8 = 1;
 const FLAG_FILE_DIGEST_ONLY: u8 = 2;
+/// The node has extended attributes (`Index::node_xattrs` says which set).
+const FLAG_XATTRS: u8 = 4;
 
 /// One packed node record.
 #[derive(Clone, Debug)]
@@ -120,10 +122,6 @@ struct Node {
     a: u32,
     /// Dir: dirent count; File: chunk count; Symlink: link target length; device: minor.
     b: u32,
-    /// Index into `xattr_sets`, or `u32::MAX`.
-    xattrs: u32,
-    /// TOC position of the entry, or `u32::MAX` for implicit directories.
-    toc_index: u32,
     mode: u16,
     kind: NodeKind,
     flags: u8,
@@ -141,8 +139,9 @@ struct Owner {
 /// One name in a directory.
 #[derive(Clone, Copy, Debug)]
 struct Dirent {
+    /// Start of the name in `Index::arena`. Names are stored in dirent order, back to back,
+    /// so a name ends where the next dirent's starts (the last at `Index::names_end`).
     name_off: u32,
-    name_len: u32,
     node: u32,
 }
 
@@ -262,12 +261,17 @@ pub struct Attr {
 pub struct Index {
     nodes: Vec<Node>,
     dirents: Vec<Dirent>,
+    /// End of the last dirent's name in `arena`.
+    names_end: u32,
     chunks: Vec<Chunk>,
     /// The digest of every chunk, by [`Chunk`] id (zeros for chunks without one).
     digests: Digests,
     /// Names, link targets, xattr names and values, user and group names.
     arena: Vec<u8>,
-    /// Per node-with-xattrs: (first, count) into `xattrs`.
+    /// (node, index into `xattr_sets`) for every node with `FLAG_XATTRS`, sorted by node:
+    /// few nodes have extended attributes, so they are not a field of every node.
+    node_xattrs: Vec<(u32, u32)>,
+    /// One per TOC entry with xattrs: (first, count) into `xattrs`.
     xattr_sets: Vec<(u32, u32)>,
     /// (name offset, name len, value offset, value len) into `arena`.
     xattrs: Vec<(u32, u32, u32, u32)>,
@@ -387,6 +391,8 @@ struct Builder<'t> {
     last_owner: Option<(&'t str, u16)>,
     /// Interned `Index::owners`.
     owner_sets: HashMap<Owner, u32>,
+    /// Node -> its xattr set, for the nodes that finally have one (`Index::node_xattrs`).
+    xattrs_of: HashMap<u32, u32>,
     /// The digest of each chunk made so far, by chunk id (`Index::digests` once built).
     digests: Vec<[u8; 32]>,
 }
@@ -450,7 +456,15 @@ impl<'t> Builder<'t> {
         Ok(id)
     }
 
-    fn new_dir_node(&mut self, parent: u32, toc_index: u32, implicit: bool) -> u32 {
+    /// Records which xattr set (from [`Builder::make_node`]) the node `id` now has.
+    fn set_xattrs(&mut self, id: u32, set: Option<u32>) {
+        match set {
+            Some(set) => self.xattrs_of.insert(id, set),
+            None => self.xattrs_of.remove(&id),
+        };
+    }
+
+    fn new_dir_node(&mut self, parent: u32, implicit: bool) -> u32 {
         let id = self.index.nodes.len() as u32;
         self.index.nodes.push(Node {
             size: 0,
@@ -460,8 +474,6 @@ impl<'t> Builder<'t> {
             owner: 0,
             a: 0,
             b: 0,
-            xattrs: u32::MAX,
-            toc_index,
             mode: 0o755,
             kind: NodeKind::Dir,
             flags: if implicit { FLAG_IMPLICIT } else { 0 },
@@ -505,10 +517,12 @@ impl Index {
             index: Index {
                 nodes: Vec::with_capacity(entries.len() + 1),
                 dirents: Vec::new(),
+                names_end: 0,
                 chunks: Vec::with_capacity(entries.len()),
                 digests: Digests::Memory(Vec::new()),
                 // Base names, symlink targets, owners: about 16 bytes per entry in real layers.
                 arena: Vec::with_capacity(entries.len() * 16),
+                node_xattrs: Vec::new(),
                 xattr_sets: Vec::new(),
                 xattrs: Vec::new(),
                 owner_names: vec![(0, 0)],
@@ -520,9 +534,10 @@ impl Index {
             owner_ids: HashMap::new(),
             last_owner: None,
             owner_sets: HashMap::from([(Owner::default(), 0)]),
+            xattrs_of: HashMap::new(),
             digests: Vec::with_capacity(entries.len()),
         };
-        b.new_dir_node(0, u32::MAX, true); // the root, replaced by an explicit root entry
+        b.new_dir_node(0, true); // the root, replaced by an explicit root entry
 
         // One pass in TOC order. `slots` maps (parent node, base name) to the node that
         // finally owns that path: a later entry with the same path overwrites the node in
@@ -566,9 +581,10 @@ impl Index {
                 if e.entry_type != EntryType::Dir {
                     return Err(Error::entry(i, &e.name, "the root must be a directory"));
                 }
-                let mut root = b.make_node(i, e, uname, gname)?;
+                let (mut root, xattrs) = b.make_node(i, e, uname, gname)?;
                 root.parent = 0;
                 b.index.nodes[0] = root;
+                b.set_xattrs(0, xattrs);
                 continue;
             };
             // Consecutive entries mostly share their directory: reuse the ids resolved for the
@@ -587,9 +603,9 @@ impl Index {
                     Some(&n) if n & LINK_MARK == 0 => n,
                     // A hardlink used as a directory: whatever it resolves to is not a
                     // directory, so what is below it is unreachable; park it on a detached node.
-                    Some(_) => b.new_dir_node(u32::MAX, u32::MAX, true),
+                    Some(_) => b.new_dir_node(u32::MAX, true),
                     None => {
-                        let d = b.new_dir_node(parent, u32::MAX, true);
+                        let d = b.new_dir_node(parent, true);
                         b.slots.insert((parent, c), d);
                         d
                     }
@@ -604,7 +620,7 @@ impl Index {
                 last_dirs.clear();
                 continue;
             }
-            let mut node = b.make_node(i, e, uname, gname)?;
+            let (mut node, xattrs) = b.make_node(i, e, uname, gname)?;
             node.parent = parent;
             let id = match b.slots.get(&(parent, base)) {
                 Some(&n) if n & LINK_MARK == 0 => {
@@ -618,6 +634,7 @@ impl Index {
                     n
                 }
             };
+            b.set_xattrs(id, xattrs);
             if e.entry_type == EntryType::Reg {
                 let first = b.index.chunks.len() as u32;
                 let n = &mut b.index.nodes[id as usize];
@@ -638,7 +655,10 @@ impl Index {
 
         let mut digests = b.digests;
         digests.shrink_to_fit();
+        let mut node_xattrs: Vec<(u32, u32)> = b.xattrs_of.into_iter().collect();
+        node_xattrs.sort_unstable();
         let mut index = b.index;
+        index.node_xattrs = node_xattrs;
         index.digests = Digests::Memory(digests);
         index.compute_blob_ends(opts.payload_end);
         index.landmark = index.find_landmark();
@@ -721,24 +741,55 @@ impl Index {
 
     /// Looks up `name` in directory `dir`.
     pub fn child(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
-        let ents = self.dirents_of(dir);
-        ents.binary_search_by(|d| self.name_bytes(d).cmp(name))
-            .ok()
-            .map(|i| NodeId(ents[i].node))
+        let (mut lo, mut hi) = {
+            let r = self.dirent_range(dir);
+            (r.start, r.end)
+        };
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.dirent_name(mid).cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return self.dirents.get(mid).map(|d| NodeId(d.node)),
+            }
+        }
+        None
     }
 
-    fn dirents_of(&self, dir: NodeId) -> &[Dirent] {
+    /// The positions in `dirents` of a directory's entries (empty for other nodes).
+    fn dirent_range(&self, dir: NodeId) -> Range<usize> {
         match self.nodes.get(dir.0 as usize) {
-            Some(n) if n.kind == NodeKind::Dir => self
-                .dirents
-                .get(n.a as usize..(n.a + n.b) as usize)
-                .unwrap_or(&[]),
-            _ => &[],
+            Some(n) if n.kind == NodeKind::Dir => {
+                let (s, e) = (n.a as usize, (n.a + n.b) as usize);
+                if e <= self.dirents.len() {
+                    s..e
+                } else {
+                    0..0
+                }
+            }
+            _ => 0..0,
         }
     }
 
-    fn name_bytes(&self, d: &Dirent) -> &[u8] {
-        &self.arena[d.name_off as usize..(d.name_off + d.name_len) as usize]
+    /// The name of the dirent at position `k`.
+    fn dirent_name(&self, k: usize) -> &[u8] {
+        let Some(d) = self.dirents.get(k) else {
+            return &[];
+        };
+        let end = self
+            .dirents
+            .get(k + 1)
+            .map_or(self.names_end, |next| next.name_off);
+        self.arena
+            .get(d.name_off as usize..end as usize)
+            .unwrap_or(&[])
+    }
+
+    /// The dirent at position `k`: its name and node.
+    fn dirent(&self, k: usize) -> Option<(&str, NodeId)> {
+        let d = self.dirents.get(k)?;
+        let name = std::str::from_utf8(self.dirent_name(k)).unwrap_or("");
+        Some((name, NodeId(d.node)))
     }
 
     fn arena_str(&self, off: u32, len: u32) -> &str {
@@ -747,9 +798,7 @@ impl Index {
 
     /// The children of a directory, sorted by name (byte order). Empty for non-directories.
     pub fn read_dir(&self, dir: NodeId) -> impl Iterator<Item = (&str, NodeId)> + '_ {
-        self.dirents_of(dir)
-            .iter()
-            .map(move |d| (self.arena_str(d.name_off, d.name_len), NodeId(d.node)))
+        self.dirent_range(dir).filter_map(move |k| self.dirent(k))
     }
 
     /// The `i`-th child of a directory in [`Index::read_dir`] order, without iterating to it.
@@ -765,14 +814,18 @@ impl Index {
     /// # Ok::<(), estargz::Error>(())
     /// ```
     pub fn dir_entry(&self, dir: NodeId, i: usize) -> Option<(&str, NodeId)> {
-        self.dirents_of(dir)
-            .get(i)
-            .map(|d| (self.arena_str(d.name_off, d.name_len), NodeId(d.node)))
+        let r = self.dirent_range(dir);
+        let k = r.start.checked_add(i)?;
+        if k < r.end {
+            self.dirent(k)
+        } else {
+            None
+        }
     }
 
     /// The number of children of a directory (0 for other nodes).
     pub fn dir_len(&self, dir: NodeId) -> usize {
-        self.dirents_of(dir).len()
+        self.dirent_range(dir).len()
     }
 
     /// The parent directory of a directory node (the root is its own parent). For other nodes
@@ -828,12 +881,6 @@ impl Index {
         self.node(id).flags & FLAG_FILE_DIGEST_ONLY != 0
     }
 
-    /// The position in the TOC of the entry that defines this node (`None` for implicit dirs).
-    pub fn toc_index(&self, id: NodeId) -> Option<usize> {
-        let t = self.node(id).toc_index;
-        (t != u32::MAX).then_some(t as usize)
-    }
-
     /// A symlink's target, verbatim.
     pub fn link_target(&self, id: NodeId) -> Option<&str> {
         let n = self.node(id);
@@ -862,10 +909,17 @@ impl Index {
 
     /// The node's extended attributes, sorted by name.
     pub fn xattrs(&self, id: NodeId) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        let n = self.node(id);
-        let range = self
-            .xattr_sets
-            .get(n.xattrs as usize)
+        let set = if self.node(id).flags & FLAG_XATTRS == 0 {
+            None
+        } else {
+            self.node_xattrs
+                .binary_search_by_key(&id.0, |&(n, _)| n)
+                .ok()
+                .and_then(|i| self.node_xattrs.get(i))
+                .map(|&(_, set)| set)
+        };
+        let range = set
+            .and_then(|set| self.xattr_sets.get(set as usize))
             .map(|&(s, c)| s as usize..(s + c) as usize)
             .unwrap_or(0..0);
         self.xattrs[range].iter().map(move |&(no, nl, vo, vl)| {
@@ -898,19 +952,17 @@ impl Index {
         let mut stack: Vec<(NodeId, usize, usize)> = vec![(NodeId::ROOT, 0, 0)];
         while let Some(top) = stack.last_mut() {
             let (dir, pos, _) = *top;
-            let ents = self.dirents_of(dir);
-            let Some(d) = ents.get(pos) else {
+            let Some((name, child)) = self.dir_entry(dir, pos) else {
                 let (_, _, len) = stack.pop().unwrap_or((dir, 0, 0));
                 path.truncate(len);
                 continue;
             };
             top.1 += 1;
-            let child = NodeId(d.node);
             let len = path.len();
             if !path.is_empty() {
                 path.push('/');
             }
-            path.push_str(self.arena_str(d.name_off, d.name_len));
+            path.push_str(name);
             f(&path, child);
             if self.node(child).kind == NodeKind::Dir && child != dir {
                 stack.push((child, 0, len));
@@ -987,6 +1039,7 @@ impl Index {
             + self.dirents.capacity() * size_of::<Dirent>()
             + self.chunks.capacity() * size_of::<Chunk>()
             + self.arena.capacity()
+            + self.node_xattrs.capacity() * 8
             + self.xattr_sets.capacity() * 8
             + self.xattrs.capacity() * 16
             + self.owner_names.capacity() * 8
@@ -1109,12 +1162,8 @@ impl<'t> Builder<'t> {
             let group = &mut ordered[s..e];
             group.sort_unstable_by(|x, y| x.0.as_bytes().cmp(y.0.as_bytes()));
             for &(name, n) in group.iter() {
-                let (name_off, name_len) = self.push_arena(name.as_bytes())?;
-                dirents.push(Dirent {
-                    name_off,
-                    name_len,
-                    node: n,
-                });
+                let (name_off, _) = self.push_arena(name.as_bytes())?;
+                dirents.push(Dirent { name_off, node: n });
             }
         }
         for dir in 0..self.index.nodes.len() {
@@ -1134,6 +1183,8 @@ impl<'t> Builder<'t> {
                 n.nlink += subdirs;
             }
         }
+        self.index.names_end = u32::try_from(self.index.arena.len())
+            .map_err(|_| Error::Toc("TOC strings exceed 4 GiB".into()))?;
         self.index.dirents = dirents;
         Ok(())
     }
@@ -1144,7 +1195,7 @@ impl<'t> Builder<'t> {
         e: &'t TocEntry,
         uname: &'t str,
         gname: &'t str,
-    ) -> Result<Node> {
+    ) -> Result<(Node, Option<u32>)> {
         let kind = match e.entry_type {
             EntryType::Dir => NodeKind::Dir,
             EntryType::Reg => NodeKind::File,
@@ -1171,7 +1222,7 @@ impl<'t> Builder<'t> {
             _ => (0, 0),
         };
         let xattrs = if e.xattrs.is_empty() {
-            u32::MAX
+            None
         } else {
             let first = self.index.xattrs.len() as u32;
             for (k, v) in &e.xattrs {
@@ -1180,7 +1231,7 @@ impl<'t> Builder<'t> {
                 self.index.xattrs.push((no, nl, vo, vl));
             }
             self.index.xattr_sets.push((first, e.xattrs.len() as u32));
-            self.index.xattr_sets.len() as u32 - 1
+            Some(self.index.xattr_sets.len() as u32 - 1)
         };
         let uname = self.intern_owner(uname)?;
         let gname = self.intern_owner(gname)?;
@@ -1200,7 +1251,7 @@ impl<'t> Builder<'t> {
                 id
             }
         };
-        Ok(Node {
+        let node = Node {
             size,
             mtime: e.mtime().unwrap_or(0),
             parent: 0,
@@ -1208,12 +1259,11 @@ impl<'t> Builder<'t> {
             owner,
             a,
             b,
-            xattrs,
-            toc_index: i as u32,
             mode: (e.mode & 0o7777) as u16,
             kind,
-            flags: 0,
-        })
+            flags: if xattrs.is_some() { FLAG_XATTRS } else { 0 },
+        };
+        Ok((node, xattrs))
     }
 
     /// Checks one data entry (the `reg` itself or a `chunk`) and makes its chunk record.
@@ -1404,16 +1454,53 @@ mod tests {
     }
 
     #[test]
+    fn xattrs_follow_the_entry_that_wins() {
+        let with = |name: &str, t: EntryType, v: &[u8]| {
+            let mut e = entry(name, t);
+            e.xattrs.insert("user.k".into(), v.to_vec());
+            e
+        };
+        let idx = Index::new(&toc(vec![
+            with("./", EntryType::Dir, b"root"),
+            with("a", EntryType::Reg, b"first"),
+            entry("a", EntryType::Reg),
+            entry("b", EntryType::Reg),
+            with("b", EntryType::Reg, b"second"),
+            with("d/", EntryType::Dir, b"dir"),
+            entry("d/f", EntryType::Reg),
+            entry("l", EntryType::Hardlink),
+        ]
+        .into_iter()
+        .map(|mut e| {
+            if e.entry_type == EntryType::Hardlink {
+                e.link_name = "b".into();
+            }
+            e
+        })
+        .collect()))
+        .unwrap();
+        let get = |p: &str| -> Vec<(String, Vec<u8>)> {
+            let n = idx.lookup(p).unwrap();
+            idx.xattrs(n)
+                .map(|(k, v)| (k.to_owned(), v.to_vec()))
+                .collect()
+        };
+        let one = |v: &[u8]| vec![("user.k".to_owned(), v.to_vec())];
+        assert_eq!(get(""), one(b"root"));
+        assert_eq!(get("a"), vec![]);
+        assert_eq!(get("b"), one(b"second"));
+        assert_eq!(get("l"), one(b"second"));
+        assert_eq!(get("d"), one(b"dir"));
+        assert_eq!(get("d/f"), vec![]);
+    }
+
+    #[test]
     fn records_stay_compact() {
         // The per-entry memory goal (< 150 bytes) depends on these; a chunk's digest adds 32
         // bytes in memory, none once spilled.
         assert_eq!(std::mem::size_of::<Chunk>(), 32);
-        assert!(
-            std::mem::size_of::<Node>() <= 48,
-            "{}",
-            std::mem::size_of::<Node>()
-        );
-        assert_eq!(std::mem::size_of::<Dirent>(), 12);
+        assert_eq!(std::mem::size_of::<Node>(), 40);
+        assert_eq!(std::mem::size_of::<Dirent>(), 8);
     }
 
     #[test]

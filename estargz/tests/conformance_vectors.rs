@@ -57,6 +57,23 @@ fn index_paths(index: &Index) -> BTreeMap<String, NodeId> {
 }
 
 /// Compares our index with the Go reader's tree; returns the number of rows compared.
+/// The TOC entry that defines the node at `path` (cleaned): the last entry with that name (a
+/// later entry wins), through hardlinks to their targets; `None` for implicit directories.
+fn defining_entry<'t>(toc: &'t Toc, path: &str) -> Option<&'t estargz::TocEntry> {
+    let mut path = path.to_owned();
+    for _ in 0..256 {
+        let e =
+            toc.entries.iter().rev().find(|e| {
+                e.entry_type != estargz::EntryType::Chunk && clean_path(&e.name) == path
+            })?;
+        if e.entry_type != estargz::EntryType::Hardlink {
+            return Some(e);
+        }
+        path = clean_path(&e.link_name);
+    }
+    None
+}
+
 fn compare_tree(v: &Vector, toc: &Toc, index: &Index) -> usize {
     let rows: Vec<TreeRow> = v.tree().expect("tree.jsonl parses");
     let ours = index_paths(index);
@@ -120,7 +137,7 @@ fn compare_tree(v: &Vector, toc: &Toc, index: &Index) -> usize {
         assert_eq!(uname, row.uname, "{ctx}: uname");
         // v0.12 back-fills gname from the *uname* map (bug). Compare only where the TOC entry
         // states its group name itself; `gname_backfill_uses_gid` checks the fix.
-        let entry = index.toc_index(node).map(|i| &toc.entries[i]);
+        let entry = defining_entry(toc, &row.path);
         if entry.is_some_and(|e| !e.group_name.is_empty()) {
             assert_eq!(gname, row.gname, "{ctx}: gname");
         }
