@@ -392,3 +392,63 @@ async fn corrupted_bytes_are_never_served_nor_cached() {
     let n = layer.read_at(node, 200_000, &mut buf).await.expect("read");
     assert_eq!(&buf[..n], &expected_file(&blob, FILE)[200_000..201_000]);
 }
+
+/// Sources opened on one runtime share one HTTP client (one set of TLS roots, one connection
+/// pool): a second layer over the same server reuses the first one's idle connections. A
+/// source on another runtime has its own client, so it connects again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_on_one_runtime_share_a_connection_pool() {
+    let (blob, server) = setup().await;
+    let (_src, first) = open(&server, &blob, engine()).await;
+    assert_eq!(
+        first.read_file(FILE).await.expect("read"),
+        expected_file(&blob, FILE)
+    );
+    let after_first = server.connections();
+    assert!(after_first >= 1);
+    let (_src, second) = open(&server, &blob, engine()).await;
+    assert_eq!(
+        second.read_file(FILE).await.expect("read"),
+        expected_file(&blob, FILE)
+    );
+    assert_eq!(
+        server.connections(),
+        after_first,
+        "the second layer connected again"
+    );
+
+    let url = url(&server, &blob);
+    let toc_digest = blob.toc_digest;
+    let other = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let src = HttpSource::new(
+                &url,
+                HttpOptions {
+                    engine: engine(),
+                    ..HttpOptions::default()
+                },
+            )
+            .expect("source");
+            RemoteLayer::open(
+                Arc::new(src),
+                mem_cache(),
+                LayerOptions::with_toc_digest(toc_digest),
+            )
+            .await
+            .map(|_| ())
+        })
+    });
+    tokio::task::spawn_blocking(move || other.join())
+        .await
+        .expect("join")
+        .expect("thread")
+        .expect("open on another runtime");
+    assert!(
+        server.connections() > after_first,
+        "a source on another runtime reused a connection of this one"
+    );
+}

@@ -899,10 +899,41 @@ async fn status_error(method: Method, url: &Url, what: &RangeList, resp: Respons
 
 /// A reqwest client for the engine: no automatic redirects (the engine follows and caches
 /// them), rustls, keep-alive, HTTP/2 when the server offers it over TLS.
+///
+/// Called in a tokio runtime's context, the client is shared with every other source opened
+/// on that runtime with the same settings: one set of TLS roots (both root stores, a few
+/// hundred KiB) and one pool of connections, whose read buffers stay as large as the largest
+/// response they carried (a TOC) while idle. Ten registry layers on the snapshotter's runtime
+/// held ten of each. Clients never cross runtimes: a pooled connection is driven by a task
+/// of the runtime it was opened on.
 pub(crate) fn build_client(
     insecure_skip_verify: bool,
     policy: &RetryPolicy,
 ) -> Result<reqwest::Client> {
+    type Key = (tokio::runtime::Id, bool, Duration);
+    /// The most recently used clients; a few, since runtimes come and go (tests make many).
+    static SHARED: Mutex<Vec<(Key, reqwest::Client)>> = Mutex::new(Vec::new());
+    const KEEP: usize = 8;
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return new_client(insecure_skip_verify, policy);
+    };
+    let key = (handle.id(), insecure_skip_verify, policy.connect_timeout);
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = shared.iter().position(|(k, _)| *k == key) {
+        let entry = shared.remove(i);
+        let client = entry.1.clone();
+        shared.push(entry);
+        return Ok(client);
+    }
+    let client = new_client(insecure_skip_verify, policy)?;
+    if shared.len() >= KEEP {
+        shared.remove(0);
+    }
+    shared.push((key, client.clone()));
+    Ok(client)
+}
+
+fn new_client(insecure_skip_verify: bool, policy: &RetryPolicy) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(policy.connect_timeout)

@@ -100,6 +100,7 @@ pub struct FaultServer {
     pub addr: SocketAddr,
     pub faults: Arc<Faults>,
     log: Arc<Mutex<Vec<Logged>>>,
+    connections: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -130,11 +131,14 @@ impl FaultServer {
             tokens: Mutex::new(TokenState::default()),
             addr,
         });
+        let connections = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::clone(&connections);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let _ = sock.set_nodelay(true);
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
@@ -146,8 +150,14 @@ impl FaultServer {
             addr,
             faults,
             log,
+            connections,
             task,
         }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// `http://127.0.0.1:PORT`.

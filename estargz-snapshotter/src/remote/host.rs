@@ -223,21 +223,26 @@ fn open_registry_source(
             })?;
     reference.tag = None;
     reference.digest = Some(layer.digest);
-    let source =
-        RegistrySource::new(&reference, registry_options(config)).map_err(|e| Fallback {
-            kind: "registry",
-            reason: format!("{reference}: {e}"),
-        })?;
+    let rt = io_runtime().map_err(|e| Fallback {
+        kind: "registry",
+        reason: format!("cannot start the I/O runtime: {e}"),
+    })?;
+    // In the runtime's context, so that the layers share one HTTP client (TLS roots,
+    // connection pool) instead of building one each.
+    let source = {
+        let _runtime = rt.handle().enter();
+        RegistrySource::new(&reference, registry_options(config))
+    }
+    .map_err(|e| Fallback {
+        kind: "registry",
+        reason: format!("{reference}: {e}"),
+    })?;
     let mut opts = match layer.toc_digest {
         Some(d) => LayerOptions::with_toc_digest(d),
         None => LayerOptions::unverified(),
     };
     opts.format.verify_chunks = !config.disable_verification;
     opts.format.digest_dir = Some(config.root.clone());
-    let rt = io_runtime().map_err(|e| Fallback {
-        kind: "registry",
-        reason: format!("cannot start the I/O runtime: {e}"),
-    })?;
     match RemoteSource::open_on(rt.handle(), Arc::new(source), cache, opts, &remote) {
         Ok(s) => Ok(Arc::new(s)),
         Err(e) => Err(classify_registry(&e.to_string(), &reference.to_string())),
