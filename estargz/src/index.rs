@@ -459,9 +459,15 @@ impl<'t> Builder<'t> {
     /// Records which xattr set (from [`Builder::make_node`]) the node `id` now has.
     fn set_xattrs(&mut self, id: u32, set: Option<u32>) {
         match set {
-            Some(set) => self.xattrs_of.insert(id, set),
-            None => self.xattrs_of.remove(&id),
-        };
+            Some(set) => {
+                self.xattrs_of.insert(id, set);
+            }
+            // Most layers have no xattrs at all: skip hashing then.
+            None if self.xattrs_of.is_empty() => {}
+            None => {
+                self.xattrs_of.remove(&id);
+            }
+        }
     }
 
     fn new_dir_node(&mut self, parent: u32, implicit: bool) -> u32 {
