@@ -43,7 +43,8 @@ pub struct BuildFlags {
     pub chunk_size: Option<u64>,
     /// Compression level: gzip 0-12 (libdeflate; default 7, whose output is no larger than
     /// the Go tool's level 9 on real layers; 9 is ~0.2 % smaller and half as fast; 10-12 are
-    /// slow and smallest), zstd 1-22 (default 3).
+    /// slow and smallest), zstd 1-22 (default 3). gzip members whose bytes look already
+    /// compressed (gzip, xz, PNG, ... payloads) are deflated at level 1 when L is higher.
     #[arg(long, value_name = "L", allow_negative_numbers = true)]
     pub level: Option<i32>,
     /// Pack small chunks into shared members until a member holds N uncompressed bytes

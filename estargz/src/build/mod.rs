@@ -84,6 +84,11 @@
 //! and `edge.tar`, the bench's input (d)): there libdeflate's shorter match search loses, and
 //! even level 9 is about 0.8 % larger than Go's level 9 (level 10 is 7 %
 //! smaller). zstd:chunked uses zstd levels (default 3).
+//!
+//! Members whose bytes look already compressed are deflated at level 1 whatever the level
+//! ([`BuildOptions::level`]). On the /usr/share/doc tar (half of its bytes are `.gz` files)
+//! that takes `estargz convert` from 1.41 to 1.30 s (medians of 5, 2 threads, interleaved)
+//! for 7.6 KB more output (68,921,258 bytes; the Go tool: 69,017,201).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -177,7 +182,11 @@ pub struct BuildOptions {
     /// Blob format (default eStargz).
     pub format: OutputFormat,
     /// Compression level; `None` = [`DEFAULT_GZIP_LEVEL`] or [`DEFAULT_ZSTD_LEVEL`]. gzip:
-    /// 0..=12 (libdeflate levels); zstd: its level range.
+    /// 0..=12 (libdeflate levels); zstd: its level range. A gzip member whose bytes look
+    /// already compressed (nearly uniform byte values: gzip, xz, zstd, PNG, JPEG payloads) is
+    /// deflated at level 1 when the level is higher: on such bytes higher levels shrink the
+    /// output by about 0.1 % for 40 % more time. The test is on the member's bytes only, so
+    /// the output stays the same on every machine and for every number of threads.
     pub level: Option<i32>,
     /// Chunk size in bytes; 0 = [`DEFAULT_CHUNK_SIZE`].
     pub chunk_size: u64,
