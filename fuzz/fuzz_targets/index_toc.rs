@@ -212,12 +212,13 @@ fn exercise(toc: &Toc) {
         let attr = index.attr(node);
         let _ = index.xattrs(node).count();
         let _ = index.owner_names(node);
-        let _ = index.toc_index(node);
         match attr.kind {
             NodeKind::Dir => {
-                for (name, child) in index.read_dir(node) {
+                for (i, (name, child)) in index.read_dir(node).enumerate() {
                     assert_eq!(index.child(node, name.as_bytes()), Some(child));
+                    assert_eq!(index.dir_entry(node, i), Some((name, child)));
                 }
+                assert!(index.dir_entry(node, index.dir_len(node)).is_none());
                 let parent = index.parent(node);
                 assert_eq!(index.attr(parent).kind, NodeKind::Dir);
                 assert!(ReadPlan::new(&index, node, 0, 1).is_err());
