@@ -139,23 +139,7 @@ impl RemoteLayer {
     ) -> Result<BackgroundReport> {
         let mut report = BackgroundReport::default();
         // Every distinct chunk in blob order, in batches of about `batch_bytes`.
-        let mut all: Vec<Chunk> = self
-            .index()
-            .all_chunks()
-            .iter()
-            .filter(|c| !c.is_zeros())
-            .copied()
-            .collect();
-        all.sort_by_key(|c| (c.blob_offset(), c.inner_offset()));
-        let mut seen = std::collections::HashSet::new();
-        let index = self.index();
-        all.retain(|c| {
-            index
-                .chunk_digest(c)
-                .ok()
-                .flatten()
-                .is_none_or(|d| seen.insert(d))
-        });
+        let all = self.distinct_chunks(|_| true);
         let mut batches: Vec<Vec<Chunk>> = Vec::new();
         let mut cur: Vec<Chunk> = Vec::new();
         let mut cur_start = 0;

@@ -514,11 +514,17 @@ impl RemoteLayer {
         let Landmark::Prefetch { offset } = self.index.landmark() else {
             return Vec::new();
         };
+        self.distinct_chunks(|c| c.blob_offset() < offset)
+    }
+
+    /// The chunks that `keep` selects, holes excluded, in blob order, one per digest (a chunk
+    /// whose digest cannot be read is kept).
+    pub(crate) fn distinct_chunks(&self, keep: impl Fn(&Chunk) -> bool) -> Vec<Chunk> {
         let mut v: Vec<Chunk> = self
             .index
             .all_chunks()
             .iter()
-            .filter(|c| !c.is_zeros() && c.blob_offset() < offset)
+            .filter(|c| !c.is_zeros() && keep(c))
             .copied()
             .collect();
         v.sort_by_key(|c| (c.blob_offset(), c.inner_offset()));
