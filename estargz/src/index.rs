@@ -1049,7 +1049,7 @@ impl Index {
             + self.xattr_sets.capacity() * 8
             + self.xattrs.capacity() * 16
             + self.owner_names.capacity() * 8
-            + self.owners.capacity() * std::mem::size_of::<Owner>()
+            + self.owners.capacity() * size_of::<Owner>()
     }
 }
 
