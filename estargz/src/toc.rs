@@ -212,8 +212,25 @@ impl Toc {
     /// ```
     pub fn to_json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.entries.len() * 320);
+        self.append_json(&mut out);
+        out
+    }
+
+    /// Appends [`Toc::to_json`]'s bytes to `out` (the builder writes them right after the TOC's
+    /// tar header, without a copy).
+    ///
+    /// ```
+    /// use estargz::Toc;
+    ///
+    /// let toc = Toc { version: 1, ..Toc::default() };
+    /// let mut out = b"header".to_vec();
+    /// toc.append_json(&mut out);
+    /// assert_eq!(&out[6..], &toc.to_json()[..]);
+    /// ```
+    pub fn append_json(&self, out: &mut Vec<u8>) {
+        out.reserve(64 + self.entries.len() * 320);
         out.extend_from_slice(b"{\n\t\"version\": ");
-        write_i64(&mut out, self.version);
+        write_i64(out, self.version);
         out.extend_from_slice(b",\n\t\"entries\": ");
         if self.entries.is_empty() {
             out.extend_from_slice(b"null");
@@ -224,17 +241,16 @@ impl Toc {
                     out.push(b',');
                 }
                 out.extend_from_slice(b"\n\t\t{");
-                write_entry(&mut out, e);
+                write_entry(out, e);
                 out.extend_from_slice(b"\n\t\t}");
             }
             out.extend_from_slice(b"\n\t]");
         }
         if !self.tar_split_digest.is_empty() {
             out.extend_from_slice(b",\n\t\"tarSplitDigest\": ");
-            write_json_string(&mut out, &self.tar_split_digest);
+            write_json_string(out, &self.tar_split_digest);
         }
         out.extend_from_slice(b"\n}");
-        out
     }
 }
 

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use estargz::build::{
-    BuildOptions, BuildReport, Builder, OutputFormat, UnsupportedEntries, NO_PREFETCH_LANDMARK,
-    PREFETCH_LANDMARK,
+    BuildOptions, BuildReport, Builder, OutputFormat, UnsupportedEntries, MEMBER_SIZE,
+    NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK,
 };
 use estargz::index::{Landmark, NodeKind};
 use estargz::{Digest, EntryType, OpenOptions, Reader, Toc};
@@ -816,6 +816,129 @@ fn model_sees_every_entry_kind() {
 
 // ---------------------------------------------------------------------------------------
 // Interop with the Go reference.
+
+/// Every gzip member of `blob` in order: blob offset and uncompressed bytes.
+fn gzip_members(blob: &[u8]) -> Vec<(usize, Vec<u8>)> {
+    let mut rest = blob;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let start = blob.len() - rest.len();
+        let mut bytes = Vec::new();
+        flate2::bufread::GzDecoder::new(&mut rest)
+            .read_to_end(&mut bytes)
+            .unwrap_or_else(|e| panic!("no gzip member at {start}: {e}"));
+        out.push((start, bytes));
+    }
+    out
+}
+
+/// No gzip member holds more than twice `MEMBER_SIZE` uncompressed bytes plus the tar padding
+/// and one header after a payload, whatever the chunk size and min chunk size (this is what
+/// bounds the builder's memory), and without packing a chunk shorter than that is one member;
+/// every chunk still starts at a member boundary its TOC entry names (`offset`,
+/// `innerOffset`), and the blob reads back and verifies.
+#[test]
+fn members_stay_small_whatever_the_chunk_size() {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("big".into(), synth::mixed_content((3 << 20) + 7, 1)),
+        ("exact".into(), synth::mixed_content(MEMBER_SIZE, 2)),
+        ("mid".into(), synth::mixed_content(700 << 10, 3)),
+    ];
+    for i in 0..8 {
+        files.push((
+            format!("small/{i}"),
+            synth::mixed_content(100 << 10, 10 + i),
+        ));
+    }
+    for (name, data) in &files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, &data[..]).expect("append");
+    }
+    let input = tar.into_inner().expect("tar");
+    for (chunk_size, min_chunk_size) in [
+        (4 << 20, 0),
+        (16 << 20, 0),
+        (64 << 10, 0),
+        (4 << 20, 300 << 10),
+        (4 << 20, 2 << 20),
+    ] {
+        let what = format!("chunk size {chunk_size}, min chunk size {min_chunk_size}");
+        let mut blob = Vec::new();
+        let report = Builder::new(BuildOptions {
+            chunk_size,
+            min_chunk_size,
+            threads: 2,
+            ..BuildOptions::default()
+        })
+        .build(&input[..], &mut blob)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let members = gzip_members(&blob);
+        // The last two are the TOC member and the footer.
+        let payload = &members[..members.len() - 2];
+        for (offset, bytes) in payload {
+            assert!(
+                bytes.len() < 2 * MEMBER_SIZE + 512 + 512,
+                "{what}: the member at {offset} holds {} bytes",
+                bytes.len()
+            );
+        }
+        let starts: HashMap<usize, &Vec<u8>> = payload.iter().map(|(o, b)| (*o, b)).collect();
+        let mut spanning = 0;
+        for e in &report.toc.entries {
+            if !matches!(e.entry_type, EntryType::Reg | EntryType::Chunk)
+                || (e.size == 0 && e.entry_type == EntryType::Reg)
+            {
+                continue;
+            }
+            let member = starts.get(&(e.offset as usize)).unwrap_or_else(|| {
+                panic!("{what}: {:?} at {} is not a member start", e.name, e.offset)
+            });
+            let len = if e.chunk_size > 0 {
+                e.chunk_size
+            } else {
+                e.size
+            } as usize;
+            let spans = e.inner_offset as usize + len > member.len();
+            if min_chunk_size == 0 {
+                assert_eq!(
+                    spans,
+                    len >= 2 * MEMBER_SIZE,
+                    "{what}: {:?} chunk of {len} bytes at {}",
+                    e.name,
+                    e.chunk_offset
+                );
+            }
+            spanning += usize::from(spans);
+        }
+        // Chunks longer than a member continue in the following ones; shorter ones do not.
+        assert_eq!(
+            spanning > 0,
+            chunk_size > MEMBER_SIZE as u64,
+            "{what}: {spanning} chunks continue in a following member"
+        );
+        let r = Reader::open_with(
+            &blob[..],
+            OpenOptions {
+                expected_toc_digest: Some(report.toc_digest),
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{what}: open: {e}"));
+        r.verify().unwrap_or_else(|e| panic!("{what}: verify: {e}"));
+        for (name, data) in &files {
+            let mut back = Vec::new();
+            r.open_file(name)
+                .unwrap_or_else(|e| panic!("{what}: open {name}: {e}"))
+                .read_to_end(&mut back)
+                .unwrap_or_else(|e| panic!("{what}: read {name}: {e}"));
+            assert!(&back == data, "{what}: {name} reads back different bytes");
+        }
+    }
+}
 
 /// `esgz-oracle verify` accepts every blob built without min chunk size (the Go version
 /// predates it) and without an external TOC, and `esgz-oracle cat` returns each regular file.

@@ -47,8 +47,8 @@ pub struct BuildFlags {
     /// compressed (gzip, xz, PNG, ... payloads) are deflated at level 1 when L is higher.
     #[arg(long, value_name = "L", allow_negative_numbers = true)]
     pub level: Option<i32>,
-    /// Pack small chunks into shared members until a member holds N uncompressed bytes
-    /// (`innerOffset`; readable by stargz-snapshotter >= v0.13 only).
+    /// Pack small chunks into shared members until a member holds N uncompressed bytes, at
+    /// most 512 KiB (`innerOffset`; readable by stargz-snapshotter >= v0.13 only).
     #[arg(long, value_name = "N")]
     pub min_chunk_size: Option<u64>,
     /// File with one prioritised path per line (put first, before `.prefetch.landmark`).
