@@ -5,12 +5,14 @@
 //! the order they were submitted. Each member is compressed in one shot by a pure function of
 //! its bytes and the level, so the output is byte-identical whatever the number of threads.
 //! Members in flight (queued, being compressed, or waiting for their turn): always up to one
-//! per worker, and beyond that more only while they hold under [`MEMBER_BYTES_PER_THREAD`]
-//! (512 KiB) of uncompressed bytes per thread and number under `64 × threads`. Layers of many
-//! small files (members of a few KiB) then keep every worker busy, and memory stays at about
-//! two members of 512 KiB to 1 MiB (`MEMBER_SIZE`) per thread, plus the one being filled.
-//! One more member per worker made layers of large files about 5 % faster for 0.5 MiB more
-//! peak memory (2 threads; `estargz convert` on the `build` bench's executables tar).
+//! per worker; beyond that more only while they number under `64 × threads`, hold under
+//! 1 MiB of uncompressed bytes per thread, and the new one is small (under 256 KiB) or fewer
+//! than one big member per worker is in flight. Layers of many small files (members of a few
+//! KiB) then keep every worker busy, while layers of large files (members of 512 KiB to
+//! 1 MiB, `MEMBER_SIZE`) hold about one member per worker plus the one being filled. On the
+//! `build` bench (2 threads, medians of 3, noisy): a second big member per worker made layers
+//! of large files about 5 % faster for 0.5 MiB more peak memory; 512 KiB per thread for small
+//! members instead of 1–2 MiB made the Go-sources layer about 10 % slower.
 //!
 //! Chunk digests, file digests and the DiffID are computed by the producer as it reads: a
 //! chunk may span several members.
@@ -147,7 +149,10 @@ pub(crate) fn looks_compressed(data: &[u8]) -> bool {
 }
 
 /// Uncompressed bytes per thread that may be in flight beyond one member per worker.
-pub(crate) const MEMBER_BYTES_PER_THREAD: usize = 512 << 10;
+const SMALL_BYTES_PER_THREAD: usize = 1 << 20;
+
+/// Members of at least this many bytes are in flight at most one per worker.
+const BIG_MEMBER: usize = 256 << 10;
 
 /// Buffers of at least this many bytes are allocated with [`big_buffer`].
 pub(crate) const BIG_BUFFER_MIN: usize = 128 << 10;
@@ -227,6 +232,8 @@ pub(crate) struct Pool<'scope> {
     byte_window: usize,
     /// Uncompressed bytes of the members in flight (each comes back as `Done::len`).
     in_flight_bytes: usize,
+    /// Members of [`BIG_MEMBER`] bytes or more in flight.
+    big_in_flight: usize,
     _scope: std::marker::PhantomData<&'scope ()>,
 }
 
@@ -255,8 +262,9 @@ impl<'scope> Pool<'scope> {
             submitted: 0,
             min_window: threads.max(1),
             window: 64 * threads.max(1),
-            byte_window: threads.max(1) * MEMBER_BYTES_PER_THREAD,
+            byte_window: threads.max(1) * SMALL_BYTES_PER_THREAD,
             in_flight_bytes: 0,
+            big_in_flight: 0,
             _scope: std::marker::PhantomData,
         };
         if threads <= 1 {
@@ -301,10 +309,13 @@ impl<'scope> Pool<'scope> {
         self.submitted - self.next
     }
 
-    /// True when no more may be submitted before one is taken.
-    pub fn is_full(&self) -> bool {
+    /// True when a member of `len` bytes may not be submitted before one is taken.
+    pub fn is_full(&self, len: usize) -> bool {
         let n = self.in_flight();
-        n >= self.min_window && (n >= self.window || self.in_flight_bytes >= self.byte_window)
+        n >= self.min_window
+            && (n >= self.window
+                || self.in_flight_bytes + len > self.byte_window
+                || (len >= BIG_MEMBER && self.big_in_flight >= self.min_window))
     }
 
     /// Queues a member (its `index` must be the number submitted so far).
@@ -312,6 +323,7 @@ impl<'scope> Pool<'scope> {
         debug_assert_eq!(job.index, self.submitted);
         self.submitted += 1;
         self.in_flight_bytes += job.data.len();
+        self.big_in_flight += usize::from(job.data.len() >= BIG_MEMBER);
         if let Some(c) = &mut self.inline {
             let done = run_job(c, job)?;
             self.ready.insert(done.index, done);
@@ -351,6 +363,7 @@ impl<'scope> Pool<'scope> {
         let d = self.ready.remove(&self.next)?;
         self.next += 1;
         self.in_flight_bytes -= d.len;
+        self.big_in_flight -= usize::from(d.len >= BIG_MEMBER);
         Some(d)
     }
 }

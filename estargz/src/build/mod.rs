@@ -445,7 +445,8 @@ impl Builder {
         let mut report = std::thread::scope(|scope| -> Result<BuildReport> {
             let mut pool = Pool::new(scope, codec, threads)?;
             let mut em = Emitter {
-                out: output,
+                // Members of a few KiB (small files) are written in batches.
+                out: io::BufWriter::with_capacity(OUTPUT_BUFFER, output),
                 written: 0,
                 blob: Hasher::new(),
                 member_offsets: Vec::new(),
@@ -564,6 +565,9 @@ impl<R: Read> Read for ProgressReader<'_, R> {
 /// more than twice this, plus the tar padding and one header after a payload, so memory stays
 /// at a few such buffers per thread whatever the chunk size (see the module docs).
 pub const MEMBER_SIZE: usize = 512 << 10;
+
+/// Output buffer: writes of small members are batched, larger ones go straight through.
+const OUTPUT_BUFFER: usize = 64 << 10;
 
 /// Room reserved in a member buffer past its payload for the padding and headers that follow.
 const MEMBER_SLACK: usize = 16 << 10;
@@ -817,7 +821,7 @@ impl<W: Write> Emitter<'_, W> {
             data,
         };
         self.members += 1;
-        while pool.is_full() {
+        while pool.is_full(job.data.len()) {
             match pool.take()? {
                 Some(d) => self.write_done(d)?,
                 None => break,
