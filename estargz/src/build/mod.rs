@@ -85,12 +85,14 @@
 //! much slower near-optimal levels (smallest output). They are not zlib's: libdeflate's level
 //! 7 already gives output no larger than zlib's (and Go's) level 9 on real layers. The
 //! default is therefore 7, the fastest level whose blobs are no larger than the Go tool's
-//! defaults (`cargo bench -p estargz-benches --bench build`, 2 cores, medians of 3):
+//! defaults (`cargo bench -p estargz-benches --bench build`, 2 cores, medians of 3, members
+//! of 512 KiB; this machine's speed varies by ±20 % from run to run, compare within a row):
 //!
 //! | input | level 7 | level 9 | Go tool (level 9) |
 //! |---|---|---|---|
-//! | /usr/share/doc (121 MB) | 117.9 MB/s, 68.91 MB | 75.2 MB/s, 68.81 MB | 19.3 MB/s, 69.02 MB |
-//! | large Go executables (129 MB) | 87.0 MB/s, 44.50 MB | 41.1 MB/s, 44.31 MB | 9.5 MB/s, 45.53 MB |
+//! | /usr/share/doc (121 MB) | 86.6 MB/s, 68.94 MB | 59.0 MB/s, 68.84 MB | 12.6 MB/s, 69.02 MB |
+//! | large Go executables (129 MB) | 56.1 MB/s, 44.63 MB | 30.1 MB/s, 44.45 MB | 6.8 MB/s, 45.53 MB |
+//! | Go sources (316 MB) | 83.9 MB/s, 82.61 MB | 64.2 MB/s, 82.42 MB | 13.8 MB/s, 82.68 MB |
 //!
 //! The exception is synthetic text of a few words in random order (the vectors' `random.tar`
 //! and `edge.tar`, the bench's input (d)): there libdeflate's shorter match search loses, and
