@@ -211,7 +211,7 @@ impl Toc {
     /// assert_eq!(toc.to_json(), b"{\n\t\"version\": 1,\n\t\"entries\": null\n}");
     /// ```
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.entries.len() * 320);
+        let mut out = Vec::new();
         self.append_json(&mut out);
         out
     }

@@ -52,13 +52,13 @@
 //!   one taking the rest (less than 1 MiB): a 4 MiB chunk (the default chunk size) is eight
 //!   members, a 700 KiB one a single member. A long run of header-only entries is cut every
 //!   512 KiB too. No member holds more than 1 MiB, plus the tar padding and one header after
-//!   a payload. Go puts each chunk in one member. §2.2 allows member boundaries anywhere, and readers decode
-//!   a chunk from its `offset` through the following members (§7: stargz-snapshotter, the Go
-//!   library and this crate's reader all do; `esgz-oracle verify` is run on such blobs in the
-//!   tests). Compressing a 4 MiB chunk in one shot needs it whole in memory, on every thread:
-//!   the builder used 2–3 times the Go tool's peak memory on layers of large files. The cost
-//!   is output 0.01–0.3 % larger on real layers (no match reaches across a member boundary),
-//!   still smaller than the Go tool's.
+//!   a payload. Go puts each chunk in one member. §2.2 allows member boundaries anywhere,
+//!   and readers decode a chunk from its `offset` through the following members (§7:
+//!   stargz-snapshotter, the Go library and this crate's reader all do; `esgz-oracle verify`
+//!   is run on such blobs in the tests). Compressing a 4 MiB chunk in one shot needs it whole
+//!   in memory, on every thread: the builder used 2–3 times the Go tool's peak memory on
+//!   layers of large files. The cost is output 0.01–0.3 % larger on real layers (no match
+//!   reaches across a member boundary), still smaller than the Go tool's.
 //! - With min chunk size packing, a chunk opens a new member once the current one holds
 //!   `min(min chunk size, MEMBER_SIZE)` bytes: larger min chunk sizes act as 512 KiB.
 //! - A prioritised file whose parent directory has no tar entry is found: the missing
