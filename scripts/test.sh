@@ -5,7 +5,8 @@
 #   2. builds the Go reference implementation (target/tools/esgz-oracle) and exports ESGZ_ORACLE,
 #   3. starts the services the tests need (start_services below; none yet),
 #   4. runs, stopping at the first failing phase: rustfmt, clippy -D warnings, the fuzz crate's
-#      `cargo check`, every test of the workspace (nextest when installed) and the doc tests.
+#      `cargo check`, the release binaries the demo test runs, every test of the workspace
+#      (nextest when installed) and the doc tests.
 #
 # Works as root on a fresh Debian 12 machine, and by hand as any user: without root, missing
 # packages are reported and skipped, and tests that need them skip (or, with CI=true, fail).
@@ -195,6 +196,12 @@ if [[ -f fuzz/Cargo.toml ]]; then
     phase "cargo check (fuzz)"
     cargo check --manifest-path fuzz/Cargo.toml --all-targets
 fi
+
+# The demo test (examples/tests/demo_run.rs) runs scripts/demo.sh, which uses release builds.
+# Building them here keeps a several-minute release compile from running beside the tests.
+phase "cargo build --release (the demo's binaries)"
+cargo build --release --quiet -p estargz-snapshotter
+cargo build --release --quiet -p estargz-examples --bin serve_blob --bin lazy_read
 
 summary_nextest=""
 if cargo nextest --version >/dev/null 2>&1; then

@@ -410,16 +410,21 @@ async fn sources_on_one_runtime_share_a_connection_pool() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let after_first = server.connections();
     assert!(after_first >= 1);
+    // Opening is one or two requests, one after the other, so one idle connection serves it.
+    // (Reading the whole file afterwards may fetch chunks in parallel and rightly open more
+    // connections than the first read left idle, so the count is checked before the read: seen
+    // in CI.)
     let (_src, second) = open(&server, &blob, engine()).await;
-    assert_eq!(
-        second.read_file(FILE).await.expect("read"),
-        expected_file(&blob, FILE)
-    );
     assert_eq!(
         server.connections(),
         after_first,
         "the second layer connected again"
     );
+    assert_eq!(
+        second.read_file(FILE).await.expect("read"),
+        expected_file(&blob, FILE)
+    );
+    let after_second = server.connections();
 
     let url = url(&server, &blob);
     let toc_digest = blob.toc_digest;
@@ -452,7 +457,7 @@ async fn sources_on_one_runtime_share_a_connection_pool() {
         .expect("thread")
         .expect("open on another runtime");
     assert!(
-        server.connections() > after_first,
+        server.connections() > after_second,
         "a source on another runtime reused a connection of this one"
     );
 }
