@@ -85,6 +85,8 @@ pub struct Logged {
     pub range: Option<String>,
     pub authorization: Option<String>,
     pub status: u16,
+    /// The connection it came on: 1 for the first connection the server accepted, and so on.
+    pub connection: u64,
     /// Body bytes the server meant to write (half of the body for resets and truncations).
     pub sent: u64,
 }
@@ -138,11 +140,11 @@ impl FaultServer {
                 let Ok((sock, _)) = listener.accept().await else {
                     return;
                 };
-                accepted.fetch_add(1, Ordering::SeqCst);
+                let connection = accepted.fetch_add(1, Ordering::SeqCst) + 1;
                 let _ = sock.set_nodelay(true);
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
-                    let _ = serve(sock, shared).await;
+                    let _ = serve(sock, connection, shared).await;
                 });
             }
         });
@@ -275,10 +277,10 @@ fn parse_ranges(v: &str, len: u64) -> Option<Vec<(u64, u64)>> {
     Some(out)
 }
 
-async fn serve(mut sock: TcpStream, sh: Arc<Shared>) -> std::io::Result<()> {
+async fn serve(mut sock: TcpStream, connection: u64, sh: Arc<Shared>) -> std::io::Result<()> {
     let mut buf = Vec::new();
     while let Some(req) = read_request(&mut sock, &mut buf).await {
-        let keep = handle(&mut sock, &sh, &req).await?;
+        let keep = handle(&mut sock, connection, &sh, &req).await?;
         if !keep {
             return Ok(());
         }
@@ -287,7 +289,12 @@ async fn serve(mut sock: TcpStream, sh: Arc<Shared>) -> std::io::Result<()> {
 }
 
 /// Answers one request; `false` when the connection must be closed.
-async fn handle(sock: &mut TcpStream, sh: &Shared, req: &Request) -> std::io::Result<bool> {
+async fn handle(
+    sock: &mut TcpStream,
+    connection: u64,
+    sh: &Shared,
+    req: &Request,
+) -> std::io::Result<bool> {
     let f = &sh.faults;
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let mut logged = Logged {
@@ -297,6 +304,7 @@ async fn handle(sock: &mut TcpStream, sh: &Shared, req: &Request) -> std::io::Re
         range: req.header("range").map(str::to_owned),
         authorization: req.header("authorization").map(str::to_owned),
         status: 0,
+        connection,
         sent: 0,
     };
     // Logged when it arrives (so that a test clearing the log sees only later requests),
