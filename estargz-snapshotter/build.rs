@@ -68,6 +68,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_transport(false)
         .skip_protoc_run()
+        // PROTOS are import paths under proto/, not paths from this directory: left on,
+        // tonic-build would name files that do not exist, and Cargo would rebuild this crate
+        // every time. `rerun-if-changed=proto` above covers them.
+        .emit_rerun_if_changed(false)
         .file_descriptor_set_path(&fds_path)
         .compile_protos_with_config(prost_config(), PROTOS, &["proto"])?;
     Ok(())
