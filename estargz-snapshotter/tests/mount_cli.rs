@@ -26,14 +26,20 @@ fn blob() -> PathBuf {
 struct Daemon {
     child: Option<Child>,
     at: PathBuf,
+    /// The mount's cache directory. Without `--cache-dir` it would make a temporary one of its
+    /// own, which a SIGKILL leaves behind in /tmp.
+    _cache: tempfile::TempDir,
 }
 
 impl Daemon {
     fn start(at: &Path, extra: &[&str]) -> Daemon {
+        let cache = tempfile::tempdir().expect("tempdir");
         let child = Command::new(env!("CARGO_BIN_EXE_estargz"))
             .arg("mount")
             .arg(blob())
             .arg(at)
+            .arg("--cache-dir")
+            .arg(cache.path())
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -42,6 +48,7 @@ impl Daemon {
         let d = Daemon {
             child: Some(child),
             at: at.canonicalize().expect("canonical mountpoint"),
+            _cache: cache,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !(is_mountpoint(&d.at) && !is_stale(&d.at) && d.at.join("dup/file.txt").exists()) {
