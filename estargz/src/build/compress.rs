@@ -10,8 +10,8 @@
 //! of many small files (members of a few KiB) then keep every worker busy, while layers of
 //! large files (members of 512 KiB to 1 MiB, `MEMBER_SIZE`) hold about one member per worker
 //! plus the one being filled. Members compressed ahead of their turn wait holding only their
-//! compressed bytes (under 4 MiB in all), so a slow member at the head does not leave the
-//! other workers idle; at most `64 × threads` members are in flight in all. On the `build`
+//! compressed bytes and small input buffers (under 4 MiB in all), so a slow member at the head
+//! does not leave the other workers idle; at most `64 × threads` members are in flight in all. On the `build`
 //! bench (2 threads, noisy): a second big member per worker made layers of large files about
 //! 5 % faster for 0.5 MiB more peak memory; 512 KiB per thread for small members instead of
 //! 1–2 MiB made the Go-sources layer about 10 % slower; waiting for any member rather than
@@ -178,8 +178,8 @@ const SAMPLE_PART: usize = 4096;
 /// Uncompressed bytes per thread that may be in flight beyond one member per worker.
 const SMALL_BYTES_PER_THREAD: usize = 1 << 20;
 
-/// Compressed bytes that may wait for their turn (members compressed while an earlier one is
-/// still being compressed) before the producer waits.
+/// Bytes that members compressed ahead of their turn may hold (their compressed bytes and the
+/// input buffers they hand back) before the producer waits.
 const READY_BYTES_MAX: usize = 4 << 20;
 
 /// Members of at least this many bytes are in flight at most one per worker.
@@ -229,6 +229,13 @@ pub(crate) struct Done {
     pub spare: Option<Vec<u8>>,
 }
 
+impl Done {
+    /// Bytes this member holds while it waits for its turn.
+    fn held(&self) -> usize {
+        self.compressed.len() + self.spare.as_ref().map_or(0, Vec::capacity)
+    }
+}
+
 /// Largest member buffer handed back for reuse.
 const REUSED_BUFFER_MAX: usize = 1 << 20;
 
@@ -253,7 +260,7 @@ pub(crate) struct Pool<'scope> {
     jobs: Option<SyncSender<Job>>,
     results: Option<Receiver<Result<Done>>>,
     ready: BTreeMap<usize, Done>,
-    /// Compressed bytes held in `ready`.
+    /// Bytes held by the members in `ready` ([`Done::held`]).
     ready_bytes: usize,
     next: usize,
     submitted: usize,
@@ -350,8 +357,9 @@ impl<'scope> Pool<'scope> {
     /// take) has made room.
     ///
     /// The limits count members not compressed yet: a member compressed ahead of its turn
-    /// holds only its compressed bytes (its input is freed or reused), so a slow member at the
-    /// head does not stop the other workers. Those bytes are bounded by [`READY_BYTES_MAX`].
+    /// holds only its compressed bytes and, when small, its input buffer for reuse, so a slow
+    /// member at the head does not stop the other workers. Those bytes are bounded by
+    /// [`READY_BYTES_MAX`].
     pub fn is_full(&self, len: usize) -> bool {
         let pending = self.submitted - self.compressed;
         self.in_flight() >= self.window
@@ -381,7 +389,7 @@ impl<'scope> Pool<'scope> {
         self.compressed += 1;
         self.in_flight_bytes -= d.len;
         self.big_in_flight -= usize::from(d.len >= BIG_MEMBER);
-        self.ready_bytes += d.compressed.len();
+        self.ready_bytes += d.held();
         self.ready.insert(d.index, d);
     }
 
@@ -421,7 +429,7 @@ impl<'scope> Pool<'scope> {
     fn pop_ready(&mut self) -> Option<Done> {
         let d = self.ready.remove(&self.next)?;
         self.next += 1;
-        self.ready_bytes -= d.compressed.len();
+        self.ready_bytes -= d.held();
         Some(d)
     }
 }
@@ -504,6 +512,49 @@ mod tests {
             assert!(looks_compressed(&noise(len, 7)), "{len}");
             assert!(!looks_compressed(&text(len)), "{len}");
         }
+    }
+
+    /// Members compressed ahead of a slow head member come back in order, and what they hold
+    /// while they wait stays bounded (by the waiting limit, plus what was pending when it was
+    /// crossed), whatever the timing.
+    #[test]
+    fn members_waiting_for_their_turn_are_bounded_and_in_order() {
+        let held = |pool: &Pool<'_>| -> usize {
+            pool.ready
+                .values()
+                .map(|d| d.compressed.len() + d.spare.as_ref().map_or(0, Vec::capacity))
+                .sum()
+        };
+        // A slow head (1 MiB of text at level 9), then many small members that compress
+        // fast and hand their buffers back.
+        let mut jobs = vec![text(1 << 20)];
+        jobs.extend((0..300).map(|i| vec![i as u8; 100 << 10]));
+        let n = jobs.len();
+        std::thread::scope(|scope| {
+            let mut pool = Pool::new(scope, Codec::Gzip(9), 2).unwrap();
+            let (mut order, mut most) = (Vec::new(), 0);
+            for (index, data) in jobs.into_iter().enumerate() {
+                let len = data.len();
+                while pool.is_full(len) {
+                    match pool.try_take().unwrap() {
+                        Some(d) => order.push(d.index),
+                        None => pool.wait().unwrap(),
+                    }
+                    most = most.max(held(&pool));
+                }
+                pool.submit(Job { index, data }).unwrap();
+                while let Some(d) = pool.try_take().unwrap() {
+                    order.push(d.index);
+                }
+                most = most.max(held(&pool));
+            }
+            while let Some(d) = pool.take().unwrap() {
+                order.push(d.index);
+            }
+            assert_eq!(order, (0..n).collect::<Vec<_>>());
+            let bound = READY_BYTES_MAX + 2 * SMALL_BYTES_PER_THREAD + (1 << 20);
+            assert!(most <= bound, "{most} > {bound}");
+        });
     }
 
     #[test]
