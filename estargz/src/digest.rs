@@ -108,7 +108,7 @@ impl FromStr for Digest {
 /// assert_eq!(h.finish(), Digest::of(b"hello world"));
 /// ```
 #[derive(Clone, Default)]
-pub struct Hasher(Sha256);
+pub struct Hasher(estargz_sha256::Sha256);
 
 impl fmt::Debug for Hasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -119,7 +119,7 @@ impl fmt::Debug for Hasher {
 impl Hasher {
     /// A fresh hasher.
     pub fn new() -> Hasher {
-        Hasher(Sha256::new())
+        Hasher(estargz_sha256::Sha256::new())
     }
 
     /// Feeds bytes.
@@ -127,9 +127,25 @@ impl Hasher {
         self.0.update(data);
     }
 
+    /// Feeds `da` to `a` and `db` to `b`: the same as `a.update(da); b.update(db)`, in about
+    /// the time of the longer one alone on CPUs with the x86 SHA extensions (the two are
+    /// hashed in lockstep).
+    ///
+    /// ```
+    /// use estargz::digest::{Digest, Hasher};
+    ///
+    /// let (mut a, mut b) = (Hasher::new(), Hasher::new());
+    /// Hasher::update_pair(&mut a, b"layer bytes", &mut b, b"chunk");
+    /// assert_eq!(a.finish(), Digest::of(b"layer bytes"));
+    /// assert_eq!(b.finish(), Digest::of(b"chunk"));
+    /// ```
+    pub fn update_pair(a: &mut Hasher, da: &[u8], b: &mut Hasher, db: &[u8]) {
+        estargz_sha256::update_pair(&mut a.0, da, &mut b.0, db);
+    }
+
     /// The digest of everything fed so far.
     pub fn finish(self) -> Digest {
-        Digest(self.0.finalize().into())
+        Digest(self.0.finalize())
     }
 }
 

@@ -78,6 +78,7 @@ fn generated_inputs() -> Vec<Input> {
         gen("many-small-files", synth::many_small_files(1500, 7)),
         gen("one-big-file", synth::one_big_file((6 << 20) + 12_345, 11)),
         gen("every-entry-type", synth::every_entry_type()),
+        gen("compressed-files", synth::compressed_files(13)),
     ]
 }
 

@@ -404,6 +404,41 @@ pub fn many_small_files(n: usize, seed: u64) -> Vec<u8> {
     })
 }
 
+/// A tar of files whose bytes look already compressed (uniform byte counts), each followed
+/// by other entries' headers, for the builder's stored-payload path:
+///
+/// - `z/`; `z/noise-3000.bin`, `z/noise-4096.bin`, `z/noise-70000.bin` and
+///   `z/noise-1m.bin` (1 MiB + 3 bytes): random bytes;
+/// - `z/repeats.bin`: 16 KiB of random bytes repeated 12 times (compressible by deflate,
+///   though its byte counts are uniform);
+/// - after each file a directory `z/dN/` and a symlink `z/dN/link` -> `../noise-4096.bin`.
+pub fn compressed_files(seed: u64) -> Vec<u8> {
+    in_memory(|w| {
+        let mut rng = SplitMix64::new(seed);
+        let mut noise = |n: usize| {
+            let mut b = vec![0u8; n];
+            rng.fill_bytes(&mut b);
+            b
+        };
+        let files = [
+            ("noise-3000.bin", noise(3000)),
+            ("noise-4096.bin", noise(4096)),
+            ("noise-70000.bin", noise(70_000)),
+            ("noise-1m.bin", noise((1 << 20) + 3)),
+            ("repeats.bin", noise(16 << 10).repeat(12)),
+        ];
+        w.append_empty(&Member::dir("z/"))?;
+        for (i, (name, data)) in files.iter().enumerate() {
+            w.append_bytes(&Member::file(format!("z/{name}")), data)?;
+            w.append_empty(&Member::dir(format!("z/d{i}/")))?;
+            w.append_empty(
+                &Member::new(format!("z/d{i}/link"), EntryType::Symlink).link("../noise-4096.bin"),
+            )?;
+        }
+        Ok(())
+    })
+}
+
 /// A tar of one regular file, `big.bin`, of `size` bytes of mixed content.
 pub fn one_big_file(size: u64, seed: u64) -> Vec<u8> {
     in_memory(|w| write_one_big_file(w, size, seed))
